@@ -1,0 +1,175 @@
+"""Audio front end: decode, resample to 16 kHz, log-mel features and audio-token counts.
+
+Reproduces the Step-Audio 2 / Step-Audio-R1 reference front end exactly (see
+`shared/reference/step-audio-r1.md` §5): first channel, 16 kHz, 479-sample right pad, STFT 400/160 with a
+Hann window, drop the last frame, power, Slaney mel filters, log10 clamp 1e-10, max - 8, (x + 4) / 4.
+It also splits long audio into <= 25 s chunks (one `<audio_start>...<audio_end>` block each) and counts the
+tokens a chunk becomes. It does no model code and no prompt building.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+SAMPLE_RATE = 16_000
+N_FFT = 400
+HOP_LENGTH = 160
+RIGHT_PAD = 479  # samples of zeros appended before the STFT (reference front end)
+CHUNK_SECONDS = 25.0  # the official clients cut audio into 25 s chunks
+MAX_CHUNK_SECONDS = 29.98  # 1500 encoder positions cover 29.98 s
+TOKENS_PER_SECOND = 12.5
+
+AudioSource = Union[str, os.PathLike, bytes, io.IOBase]
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used: missing, undecodable, empty or non-finite."""
+
+
+def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file (wav, flac, ogg, mp3) to mono float32 at `sample_rate`.
+
+    Args:
+        source: a path, the file's bytes, or a binary file object.
+        sample_rate: the rate to resample to (soxr, high quality).
+    Returns:
+        `[S]` float32 samples of the first channel, in [-1, 1] for integer formats.
+    Raises:
+        AudioError: missing file, undecodable or unsupported bytes, zero samples, NaN/inf samples.
+    """
+    name = _describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioError(f"audio file not found: {path}")
+        if path.is_dir():
+            raise AudioError(f"audio path is a folder, not a file: {path}")
+        if path.stat().st_size == 0:
+            raise AudioError(f"audio file is empty (0 bytes): {path}")
+    elif isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise AudioError("audio bytes are empty")
+        source = io.BytesIO(source)
+    try:
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, EOFError) as err:
+        raise AudioError(
+            f"cannot decode audio {name}: {err}. Supported formats: wav, flac, ogg, mp3"
+        ) from None
+    if data.shape[0] == 0:
+        raise AudioError(f"audio {name} has zero samples")
+    wave = np.ascontiguousarray(data[:, 0])  # first channel, as the reference front end does
+    if not np.isfinite(wave).all():
+        raise AudioError(f"audio {name} contains NaN or infinite samples")
+    if sr != sample_rate:
+        wave = soxr.resample(wave, sr, sample_rate, quality="HQ").astype(np.float32)
+    return wave
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(n_mels: int) -> torch.Tensor:
+    """Slaney-normalised mel filterbank, `[n_mels, N_FFT // 2 + 1]` float32 (equals librosa's defaults)."""
+    from transformers.audio_utils import mel_filter_bank
+
+    fb = mel_filter_bank(
+        num_frequency_bins=N_FFT // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=SAMPLE_RATE / 2,
+        sampling_rate=SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return torch.from_numpy(np.asarray(fb, dtype=np.float32).T.copy())
+
+
+def log_mel(wave: np.ndarray | torch.Tensor, n_mels: int = 128) -> torch.Tensor:
+    """Reference log-mel features of a 16 kHz clip.
+
+    Args:
+        wave: `[S]` float samples at 16 kHz, S >= 1.
+        n_mels: 128 (Step-Audio 2 / R1) or 80.
+    Returns:
+        `[n_mels, L]` float32 with `L = mel_frame_count(S)`.
+    """
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    if x.ndim != 1 or x.numel() == 0:
+        raise AudioError(f"log_mel expects a non-empty 1-D waveform, got shape {tuple(x.shape)}")
+    x = torch.nn.functional.pad(x, (0, RIGHT_PAD))
+    window = torch.hann_window(N_FFT)
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, return_complex=True)
+    power = stft[..., :-1].abs() ** 2  # drop the last frame
+    mel = mel_filters(n_mels) @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def mel_frame_count(num_samples: int) -> int:
+    """Mel frames for `num_samples` samples at 16 kHz: `(S + 479) // 160` (100 frames per second)."""
+    return (num_samples + RIGHT_PAD) // HOP_LENGTH
+
+
+def audio_token_count(mel_frames: int) -> int:
+    """Audio tokens (`<audio_patch>` slots) one chunk of `mel_frames` frames becomes.
+
+    Encoder: conv2 (stride 2) and the 2x average pool, on the reference length `L - 2`; adapter: conv k3 s2 p1.
+    10 s -> 1002 frames -> 125 tokens (12.5 tokens per second).
+    """
+    enc = (mel_frames - 2 + 1) // 2 // 2
+    return (enc - 1) // 2 + 1
+
+
+def tokens_for_samples(num_samples: int) -> int:
+    """Audio tokens for one chunk of `num_samples` samples at 16 kHz."""
+    return audio_token_count(mel_frame_count(num_samples))
+
+
+def split_chunks(wave: np.ndarray, chunk_seconds: float = CHUNK_SECONDS) -> list[np.ndarray]:
+    """Cut a clip into consecutive chunks of at most `chunk_seconds` (no overlap), as the official clients do."""
+    if chunk_seconds <= 0 or chunk_seconds > MAX_CHUNK_SECONDS:
+        raise ValueError(f"chunk_seconds must be in (0, {MAX_CHUNK_SECONDS}], got {chunk_seconds}")
+    size = int(round(chunk_seconds * SAMPLE_RATE))
+    return [wave[i : i + size] for i in range(0, len(wave), size)]
+
+
+def pad_mels(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a list of `[n_mels, L_i]` features with zeros.
+
+    Returns:
+        mels `[N, n_mels, L_max]` and lengths `[N]` (int64).
+    """
+    if not mels:
+        raise ValueError("pad_mels needs at least one clip")
+    lengths = torch.tensor([m.shape[-1] for m in mels], dtype=torch.long)
+    out = mels[0].new_zeros(len(mels), mels[0].shape[0], int(lengths.max()))
+    for i, m in enumerate(mels):
+        out[i, :, : m.shape[-1]] = m
+    return out, lengths
+
+
+def features_for_clip(
+    source: AudioSource | np.ndarray, n_mels: int = 128, chunk_seconds: float = CHUNK_SECONDS
+) -> list[torch.Tensor]:
+    """Load (if needed), chunk and featurise one clip: a list of `[n_mels, L]` tensors, one per chunk."""
+    wave = source if isinstance(source, np.ndarray) else load_audio(source)
+    if wave.ndim != 1 or wave.size == 0:
+        raise AudioError(f"expected a non-empty mono waveform, got shape {wave.shape}")
+    if not np.isfinite(wave).all():
+        raise AudioError("waveform contains NaN or infinite samples")
+    return [log_mel(chunk, n_mels) for chunk in split_chunks(wave, chunk_seconds)]

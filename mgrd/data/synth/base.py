@@ -1,0 +1,67 @@
+"""The contract between synthetic task families and the suite writer.
+
+A family is a named, seeded generator of items. `make(rng, split)` draws one item: its audio clips
+(16 kHz float32 waveforms), question, choices, answer, the ground-truth acoustic facts (`meta`) and its
+reasoning chains. The writer (`mgrd.data.synth.writer`) turns items into manifest rows and audio files;
+families never touch the disk.
+
+Manifest row written for an item (DESIGN.md §3), keys in this order:
+    id, task, audio, question, choices, answer, reasoning, reasoning_style, reasonings, meta
+    (+ messages for conversation items, which carry no `question`)
+- `reasoning` is the chain used by default for SFT and `reasoning_style` says which style it is
+  ("grounded", "text_substitute" or "text" for text-only items);
+- `reasonings` holds every style available for the item, so the cold start and the grounding metrics
+  can pick either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+SPLITS = ("train", "test", "ood")
+Kind = Literal["acoustic", "compositional", "speech", "text", "conversation"]
+Grader = Literal["choice", "numeric"]
+
+
+@dataclass
+class SynthItem:
+    """One drawn item, before it gets an id and file paths."""
+
+    question: str | None
+    answer: str
+    choices: list[str] | None
+    audio: list[np.ndarray] = field(default_factory=list)  # each [S] float32 at 16 kHz, peak <= 1
+    meta: dict = field(default_factory=dict)  # ground-truth facts, JSON-serialisable
+    reasonings: dict[str, str] = field(default_factory=dict)  # style -> chain; grounded first for audio
+    default_style: str = "grounded"
+    messages: list[dict] | None = None  # conversation items only
+
+    def to_row(self, item_id: str, task: str, audio_paths: list[str]) -> dict:
+        """The manifest row for this item; `audio_paths` are relative to the manifest file."""
+        row = {"id": item_id, "task": task, "audio": list(audio_paths)}
+        if self.messages is None:
+            row["question"] = self.question
+        row["choices"] = self.choices
+        row["answer"] = self.answer
+        row["reasoning"] = self.reasonings.get(self.default_style)
+        row["reasoning_style"] = self.default_style if self.reasonings else None
+        row["reasonings"] = dict(self.reasonings)
+        row["meta"] = self.meta
+        if self.messages is not None:
+            row["messages"] = self.messages
+        return row
+
+
+@dataclass(frozen=True)
+class Family:
+    """A task family: its name (the manifest `task`), kind, grader and item generator."""
+
+    name: str
+    kind: Kind
+    grader: Grader
+    make: Callable[[np.random.Generator, str], SynthItem]  # (rng, split) -> item
+    description: str = ""

@@ -1,0 +1,1 @@
+"""Tasks: answer extraction and graders shared by rewards, distillation filters and evaluation."""
