@@ -1,0 +1,325 @@
+"""Checkpoints in the official Step-Audio 2 / R1 layout, and models built from Qwen2-Audio + Qwen2.5 parts.
+
+Official layout: `config.json` (model_type `step_audio_2`) + `model.safetensors` or sharded
+`model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`; tensors `encoder.*`, `adapter.*`,
+`model.*` (a Qwen2Model) and `lm_head.weight`. Loading needs no conversion and saving writes the same
+layout. The mapping from transformers' Qwen2-Audio names (`audio_tower.*`) lives only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ConfigError, ModelConfig
+from mgrd.models.reasoner import AudioReasoner
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+# The released checkpoints' placeholder ids (151688..151690); used only when neither a tokenizer nor
+# the config says otherwise and the vocabulary is the released one.
+OFFICIAL_AUDIO_TOKEN_IDS = AudioTokenIds(audio_start=151688, audio_end=151689, audio_patch=151690)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded as asked."""
+
+
+# ----------------------------------------------------------------------------------------------- files
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder's `model.safetensors` or its shards (per `model.safetensors.index.json`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    if (path / INDEX_NAME).is_file():
+        index = json.loads((path / INDEX_NAME).read_text())
+        files = sorted(set(index.get("weight_map", {}).values()))
+    elif (path / SINGLE_NAME).is_file():
+        files = [SINGLE_NAME]
+    else:
+        files = sorted(p.name for p in path.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no *.safetensors weights in {path}")
+    state = {}
+    for name in files:
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path / INDEX_NAME} lists {name}, which is missing")
+        with safe_open(path / name, framework="pt") as f:
+            for key in f.keys():
+                state[key] = f.get_tensor(key)
+    return state
+
+
+def write_state_dict(state: dict[str, torch.Tensor], path: Path, max_shard_bytes: int = 5 * 2**30) -> None:
+    """Write tensors as one `model.safetensors` or as shards plus the HF index, into an existing folder."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key in sorted(state):
+        t = state[key].detach().contiguous().cpu()
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t
+        size += nbytes
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], path / SINGLE_NAME, metadata=metadata)
+        return
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards, start=1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, path / name, metadata=metadata)
+        for key, t in shard.items():
+            weight_map[key] = name
+            total += t.numel() * t.element_size()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (path / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------- official layout
+def load_pretrained(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    audio_token_ids: AudioTokenIds | None = None,
+    freeze_encoder: bool = True,
+) -> AudioReasoner:
+    """Load a checkpoint folder in the official layout.
+
+    The audio placeholder ids come, in this order, from `audio_token_ids`, the tokenizer saved in the
+    folder, the config's `audio_token_ids`, or (for the released 158,720-token vocabulary) the official ids.
+    Raises CheckpointError on missing, unexpected or mis-shaped tensors and ConfigError on a wrong config.
+    """
+    path = Path(path)
+    config = ModelConfig.from_file(path / "config.json")
+    config.audio_token_ids = audio_token_ids or _tokenizer_audio_ids(path) or config.audio_token_ids or _official_ids(config)
+    state = read_state_dict(path)
+    return _instantiate(config, state, dtype=dtype, device=device, freeze_encoder=freeze_encoder, source=str(path))
+
+
+def _instantiate(config: ModelConfig, state: dict, *, dtype, device, freeze_encoder: bool, source: str) -> AudioReasoner:
+    """Build the model without initialising weights, check the tensor names and shapes, and load them."""
+    with torch.device("meta"):
+        model = AudioReasoner(config, freeze_encoder=freeze_encoder)
+    expected = model.state_dict()
+    _check_keys(expected, state, source)
+    model = model.to_empty(device=device).to(dtype)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    model.reset_rotary()
+    return model.eval()
+
+
+def _check_keys(expected: dict, state: dict, source: str) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {_preview(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {_preview(unexpected)}")
+    shapes = [
+        f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if shapes:
+        problems.append(f"{len(shapes)} mis-shaped tensor(s): {_preview(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match config.json: " + "; ".join(problems))
+
+
+def _preview(names: list[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f", ... (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def _tokenizer_audio_ids(path: Path) -> AudioTokenIds | None:
+    if not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
+        return None
+    from mgrd.tokenizer import load_tokenizer, special_token_ids
+
+    ids = special_token_ids(load_tokenizer(path))
+    return AudioTokenIds(audio_start=ids.audio_start, audio_end=ids.audio_end, audio_patch=ids.audio_patch)
+
+
+def _official_ids(config: ModelConfig) -> AudioTokenIds | None:
+    return OFFICIAL_AUDIO_TOKEN_IDS if config.text.get("vocab_size", 0) > OFFICIAL_AUDIO_TOKEN_IDS.audio_patch else None
+
+
+def save_pretrained(model: AudioReasoner, path: str | Path, *, tokenizer=None, max_shard_bytes: int = 5 * 2**30) -> Path:
+    """Save in the official layout (config.json + safetensors, sharded past `max_shard_bytes`), atomically.
+
+    Everything is written into a temporary folder beside `path` and renamed into place, so a killed save
+    leaves either the old checkpoint or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        cfg = model.config.to_dict()
+        cfg["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        write_state_dict(model.state_dict(), tmp, max_shard_bytes)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`, replacing an existing `dst` only once `src` is complete."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+# ------------------------------------------------------------------------------------ build from parts
+# transformers Qwen2AudioEncoder name -> official encoder name (per block: `layers.{i}.` -> `blocks.{i}.`)
+QWEN2_AUDIO_BLOCK_NAMES = {
+    "self_attn_layer_norm": "attn_ln",
+    "self_attn.q_proj": "attn.query",
+    "self_attn.k_proj": "attn.key",
+    "self_attn.v_proj": "attn.value",
+    "self_attn.out_proj": "attn.out",
+    "final_layer_norm": "mlp_ln",
+    "fc1": "mlp.0",
+    "fc2": "mlp.2",
+}
+QWEN2_AUDIO_TOP_NAMES = {"embed_positions": "positional_embedding", "layer_norm": "after_norm", "conv1": "conv1", "conv2": "conv2"}
+
+
+def qwen2_audio_to_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Qwen2-Audio encoder's tensors (`audio_tower.*` or bare) to the official `encoder.*` names."""
+    out = {}
+    for key, t in state.items():
+        if key.startswith(("multi_modal_projector.", "language_model.", "model.language_model.", "model.multi_modal_projector.")):
+            continue
+        name = key.split("audio_tower.", 1)[1] if "audio_tower." in key else key
+        head, _, rest = name.partition(".")
+        if head == "layers":
+            idx, _, sub = rest.partition(".")
+            module, _, leaf = sub.rpartition(".")
+            if module not in QWEN2_AUDIO_BLOCK_NAMES:
+                raise CheckpointError(f"unknown Qwen2-Audio encoder tensor: {key}")
+            out[f"encoder.blocks.{idx}.{QWEN2_AUDIO_BLOCK_NAMES[module]}.{leaf}"] = t
+        elif head in QWEN2_AUDIO_TOP_NAMES:
+            out[f"encoder.{QWEN2_AUDIO_TOP_NAMES[head]}.{rest}"] = t
+        else:
+            raise CheckpointError(f"unknown Qwen2-Audio encoder tensor: {key}")
+    return out
+
+
+def qwen2_audio_encoder_config(cfg: dict, llm_dim: int) -> AudioEncoderConfig:
+    """Our encoder sizes from a Qwen2-Audio `config.json` (its `audio_config`) or a bare encoder config."""
+    a = cfg.get("audio_config", cfg)
+    if a.get("encoder_ffn_dim", 4 * a["d_model"]) != 4 * a["d_model"]:
+        raise ConfigError(f"encoder_ffn_dim {a['encoder_ffn_dim']} is not 4 x d_model; this encoder layout needs 4x")
+    return AudioEncoderConfig(
+        n_mels=a.get("num_mel_bins", 128),
+        n_audio_ctx=a.get("max_source_positions", 1500),
+        n_audio_state=a["d_model"],
+        n_audio_head=a["encoder_attention_heads"],
+        n_audio_layer=a["encoder_layers"],
+        llm_dim=llm_dim,
+    )
+
+
+def build_from_parts(
+    encoder_path: str | Path,
+    llm_path: str | Path,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    freeze_encoder: bool = True,
+):
+    """A new model from a Qwen2-Audio encoder checkpoint, a Qwen2.5 LLM checkpoint and a fresh adapter.
+
+    The LLM folder's tokenizer (if any) gets the missing template and audio tokens added, and the
+    embedding and `lm_head` rows grow to fit (new rows start at the mean embedding).
+
+    Returns:
+        (model, tokenizer or None). Save both with `save_pretrained(model, dir, tokenizer=tokenizer)`.
+    """
+    encoder_path, llm_path = Path(encoder_path), Path(llm_path)
+    enc_cfg = _read_json(encoder_path / "config.json")
+    llm_cfg = _read_json(llm_path / "config.json")
+    if llm_cfg.get("model_type") != "qwen2":
+        raise ConfigError(f"{llm_path}/config.json: model_type is {llm_cfg.get('model_type')!r}, expected 'qwen2'")
+    if enc_cfg.get("model_type") not in ("qwen2_audio", "qwen2_audio_encoder"):
+        raise ConfigError(f"{encoder_path}/config.json: model_type is {enc_cfg.get('model_type')!r}, expected a Qwen2-Audio encoder")
+    text = {k: v for k, v in llm_cfg.items() if k not in ("architectures", "model_type", "transformers_version", "auto_map")}
+    state = qwen2_audio_to_encoder(read_state_dict(encoder_path))
+    llm_state = {k: v for k, v in read_state_dict(llm_path).items() if k.startswith(("model.", "lm_head."))}
+    if "lm_head.weight" not in llm_state:  # tied embeddings: the head is the embedding matrix
+        llm_state["lm_head.weight"] = llm_state["model.embed_tokens.weight"].clone()
+    text["tie_word_embeddings"] = False
+    state.update(llm_state)
+    tokenizer = _extend_tokenizer(llm_path)
+    if tokenizer is not None:
+        text["vocab_size"] = max(text["vocab_size"], len(tokenizer))
+        for key in ("model.embed_tokens.weight", "lm_head.weight"):
+            state[key] = _grow_rows(state[key], text["vocab_size"])
+    config = ModelConfig(audio=qwen2_audio_encoder_config(enc_cfg, text["hidden_size"]), text=text)
+    if tokenizer is not None:
+        config.audio_token_ids = _tokenizer_audio_ids_of(tokenizer)
+    return _with_fresh_adapter(config, state, seed, dtype, freeze_encoder, tokenizer)
+
+
+def _with_fresh_adapter(config, state, seed, dtype, freeze_encoder, tokenizer):
+    from mgrd.models.adapter import Adapter
+
+    a = config.audio
+    torch.manual_seed(seed)
+    fresh = Adapter(a.n_audio_state, a.llm_dim, a.adapter_hidden, a.kernel_size, a.adapter_stride)
+    state = dict(state)
+    state.update({f"adapter.{k}": v for k, v in fresh.state_dict().items()})
+    model = _instantiate(config, state, dtype=dtype, device="cpu", freeze_encoder=freeze_encoder, source="parts")
+    return model, tokenizer
+
+
+def _grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    if weight.shape[0] >= rows:
+        return weight
+    extra = weight.float().mean(0, keepdim=True).to(weight.dtype).expand(rows - weight.shape[0], -1)
+    return torch.cat([weight, extra], dim=0)
+
+
+def _extend_tokenizer(llm_path: Path):
+    if not ((llm_path / "tokenizer.json").is_file() or (llm_path / "tokenizer_config.json").is_file()):
+        return None
+    from mgrd.tokenizer import SPECIAL_TOKENS, load_tokenizer
+
+    tok = load_tokenizer(llm_path)
+    vocab = tok.get_vocab()
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    return tok
+
+
+def _tokenizer_audio_ids_of(tokenizer) -> AudioTokenIds:
+    from mgrd.tokenizer import special_token_ids
+
+    ids = special_token_ids(tokenizer)
+    return AudioTokenIds(audio_start=ids.audio_start, audio_end=ids.audio_end, audio_patch=ids.audio_patch)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config not found: {path}")
+    return json.loads(path.read_text())

@@ -1,0 +1,118 @@
+"""Model configuration in the official `step_audio_2` `config.json` schema.
+
+`ModelConfig` mirrors the released Step-Audio 2 / Step-Audio-R1 `config.json`: `model_type: step_audio_2`,
+a nested `audio_encoder_config` (Whisper-style encoder + adapter sizes) and a nested `text_config` (the
+keyword arguments of a transformers `Qwen2Config`). Keys we do not use are kept and written back unchanged,
+so a loaded checkpoint saves to the same layout. This module parses and validates; it builds no modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_TYPE = "step_audio_2"
+ADAPTER_HIDDEN = 2048  # hard-coded in the official modeling code; not in the official config
+
+
+class ConfigError(ValueError):
+    """A config.json that does not describe a step_audio_2 model."""
+
+
+@dataclass
+class AudioEncoderConfig:
+    """The audio side: encoder (Whisper-style, 25 Hz out) and adapter (stride 2, 12.5 Hz out)."""
+
+    n_mels: int = 128
+    n_audio_ctx: int = 1500  # positions after conv2: 1500 covers 29.98 s
+    n_audio_state: int = 1280
+    n_audio_head: int = 20
+    n_audio_layer: int = 32
+    llm_dim: int = 5120  # adapter output width = the LLM's hidden size
+    kernel_size: int = 3  # adapter conv kernel
+    adapter_stride: int = 2
+    adapter_hidden: int = ADAPTER_HIDDEN
+    extra: dict = field(default_factory=dict)  # unused official keys (e.g. n_codebook_size), kept as-is
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AudioEncoderConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        extra = {k: v for k, v in d.items() if k not in cls.__dataclass_fields__}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("extra", "adapter_hidden")}
+        if self.adapter_hidden != ADAPTER_HIDDEN:  # only non-official sizes need writing down
+            out["adapter_hidden"] = self.adapter_hidden
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class AudioTokenIds:
+    """Ids of the audio placeholder tokens; they come from the tokenizer (or config), never from constants."""
+
+    audio_start: int
+    audio_end: int
+    audio_patch: int
+
+
+@dataclass
+class ModelConfig:
+    """A whole model: audio side + Qwen2 text config + where the audio tokens sit in the vocabulary."""
+
+    audio: AudioEncoderConfig
+    text: dict  # Qwen2Config keyword arguments, as in the official `text_config`
+    audio_token_ids: AudioTokenIds | None = None
+    extra: dict = field(default_factory=dict)  # other top-level keys (architectures, torch_dtype, ...)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
+        model_type = d.get("model_type")
+        if model_type != MODEL_TYPE:
+            raise ConfigError(
+                f"{source}: model_type is {model_type!r}, expected {MODEL_TYPE!r} "
+                "(a Step-Audio 2 / Step-Audio-R1 checkpoint). To combine a Qwen2-Audio encoder and a "
+                "Qwen2.5 LLM use mgrd.models.build_from_parts."
+            )
+        for key in ("audio_encoder_config", "text_config"):
+            if not isinstance(d.get(key), dict):
+                raise ConfigError(f"{source}: missing or malformed {key!r}")
+        ids = d.get("audio_token_ids")
+        extra = {k: v for k, v in d.items() if k not in ("model_type", "audio_encoder_config", "text_config", "audio_token_ids")}
+        return cls(
+            audio=AudioEncoderConfig.from_dict(d["audio_encoder_config"]),
+            text=copy.deepcopy(d["text_config"]),
+            audio_token_ids=AudioTokenIds(**ids) if ids else None,
+            extra=extra,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict:
+        out = {"architectures": ["StepAudio2ForCausalLM"], "model_type": MODEL_TYPE}
+        out.update(self.extra)
+        out["audio_encoder_config"] = self.audio.to_dict()
+        out["text_config"] = copy.deepcopy(self.text)
+        if self.audio_token_ids is not None:
+            out["audio_token_ids"] = vars(self.audio_token_ids).copy()
+        return out
+
+    def qwen2_config(self):
+        """The transformers `Qwen2Config` of the language model."""
+        from transformers import Qwen2Config
+
+        kwargs = {k: v for k, v in self.text.items() if k not in ("architectures", "model_type")}
+        kwargs.setdefault("tie_word_embeddings", False)
+        return Qwen2Config(**kwargs)

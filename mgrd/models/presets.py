@@ -1,0 +1,91 @@
+"""Named model sizes, the generic builder, and parameter counting.
+
+- `tiny`: trains in seconds on a CPU (encoder 2 x 96, LLM 3 x 128, the tiny BPE vocabulary);
+- `step-audio-2-mini`: Qwen2.5-7B text dims (~8B with the encoder);
+- `step-audio-r1`: Qwen2.5-32B text dims, vocab 158,720 (~33B).
+Building a preset on the meta device counts its parameters without allocating memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ModelConfig
+from mgrd.models.reasoner import AudioReasoner
+
+RELEASED_VOCAB = 158_720
+RELEASED_AUDIO_IDS = AudioTokenIds(audio_start=151688, audio_end=151689, audio_patch=151690)
+WHISPER_LARGE = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32)
+
+
+def _qwen2_text(hidden, intermediate, layers, heads, kv_heads, vocab, rms_eps, max_pos, **extra) -> dict:
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        num_attention_groups=kv_heads,  # the official configs carry both names
+        max_position_embeddings=max_pos,
+        rms_norm_eps=rms_eps,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=False,
+    )
+    text.update(extra)
+    return text
+
+
+def tiny(vocab_size: int = 512, audio_token_ids: AudioTokenIds | None = None) -> ModelConfig:
+    """CPU-sized: encoder 2 layers x 96, adapter 256 hidden, LLM 3 layers x 128 (4 heads, 2 KV heads)."""
+    audio = AudioEncoderConfig(
+        n_mels=128, n_audio_ctx=1500, n_audio_state=96, n_audio_head=4, n_audio_layer=2, llm_dim=128, adapter_hidden=256
+    )
+    text = _qwen2_text(128, 384, 3, 4, 2, vocab_size, 1e-6, 4096)
+    return ModelConfig(audio=audio, text=text, audio_token_ids=audio_token_ids, extra={"torch_dtype": "float32"})
+
+
+def step_audio_2_mini() -> ModelConfig:
+    """Step-Audio-2-mini: Whisper-large encoder + Qwen2.5-7B text dims, released vocabulary."""
+    audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=3584)
+    text = _qwen2_text(3584, 18944, 28, 28, 4, RELEASED_VOCAB, 1e-6, 32768, eos_token_id=151643, pad_token_id=151643)
+    return ModelConfig(audio=audio, text=text, audio_token_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
+
+
+def step_audio_r1() -> ModelConfig:
+    """Step-Audio-R1: Whisper-large encoder + Qwen2.5-32B text dims (64 layers, 5120 wide), vocab 158,720."""
+    audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=5120)
+    text = _qwen2_text(5120, 27648, 64, 40, 8, RELEASED_VOCAB, 1e-5, 65536, eos_token_id=151643, pad_token_id=151643)
+    return ModelConfig(audio=audio, text=text, audio_token_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
+
+
+PRESETS = {"tiny": tiny, "step-audio-2-mini": step_audio_2_mini, "step-audio-r1": step_audio_r1}
+
+
+def preset_config(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def build_model(
+    config: ModelConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int | None = 0
+) -> AudioReasoner:
+    """A freshly initialised model (`device="meta"` builds shapes only, to count parameters)."""
+    if seed is not None and str(device) != "meta":
+        torch.manual_seed(seed)
+    with torch.device(device):
+        model = AudioReasoner(config)
+    model = model.to(dtype)
+    if str(device) != "meta":
+        model.reset_rotary()
+    return model
+
+
+def parameter_counts(model: AudioReasoner) -> dict[str, int]:
+    """Parameters per part: encoder, adapter, llm (embeddings + decoder), lm_head, total, trainable."""
+    parts = {name: sum(p.numel() for p in getattr(model, attr).parameters()) for name, attr in
+             (("encoder", "encoder"), ("adapter", "adapter"), ("llm", "model"), ("lm_head", "lm_head"))}
+    parts["total"] = sum(parts.values())
+    parts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return parts
