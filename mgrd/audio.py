@@ -140,6 +140,14 @@ def tokens_for_samples(num_samples: int) -> int:
     return audio_token_count(mel_frame_count(num_samples))
 
 
+def min_samples_for_a_token() -> int:
+    """Fewest samples a chunk needs to make at least one audio token (321 samples, 20 ms)."""
+    n = 1
+    while tokens_for_samples(n) < 1:
+        n += 1
+    return n
+
+
 def split_chunks(wave: np.ndarray, chunk_seconds: float = CHUNK_SECONDS) -> list[np.ndarray]:
     """Cut a clip into consecutive chunks of at most `chunk_seconds` (no overlap), as the official clients do."""
     if chunk_seconds <= 0 or chunk_seconds > MAX_CHUNK_SECONDS:
@@ -172,4 +180,10 @@ def features_for_clip(
         raise AudioError(f"expected a non-empty mono waveform, got shape {wave.shape}")
     if not np.isfinite(wave).all():
         raise AudioError("waveform contains NaN or infinite samples")
-    return [log_mel(chunk, n_mels) for chunk in split_chunks(wave, chunk_seconds)]
+    chunks = split_chunks(wave, chunk_seconds)
+    shortest = min_samples_for_a_token()
+    if len(chunks) > 1 and len(chunks[-1]) < shortest:
+        chunks = chunks[:-1]  # a tail under 20 ms would make an empty audio block
+    if len(chunks[0]) < shortest:
+        raise AudioError(f"clip too short: {len(wave)} samples; at least {shortest} (20 ms at 16 kHz) are needed")
+    return [log_mel(chunk, n_mels) for chunk in chunks]
