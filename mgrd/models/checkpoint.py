@@ -44,9 +44,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     elif (path / SINGLE_NAME).is_file():
         files = [SINGLE_NAME]
     else:
-        files = sorted(p.name for p in path.glob("*.safetensors"))
+        files = sorted(p.name for p in path.glob("model*.safetensors"))  # shards without an index
     if not files:
-        raise CheckpointError(f"no *.safetensors weights in {path}")
+        raise CheckpointError(f"no model*.safetensors weights in {path}")
     state = {}
     for name in files:
         if not (path / name).is_file():
