@@ -169,7 +169,9 @@ def save_pretrained(model: AudioReasoner, path: str | Path, *, tokenizer=None, m
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         write_state_dict(model.state_dict(), tmp, max_shard_bytes)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            from mgrd.tokenizer import save_tokenizer
+
+            save_tokenizer(tokenizer, tmp)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,8 @@ Building a preset on the meta device counts its parameters without allocating me
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ModelConfig
@@ -89,3 +91,24 @@ def parameter_counts(model: AudioReasoner) -> dict[str, int]:
     parts["total"] = sum(parts.values())
     parts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return parts
+
+
+def init_checkpoint(preset: str, out: str | Path, *, seed: int = 0, tokenizer_dir: str | Path | None = None) -> Path:
+    """Write a freshly initialised checkpoint (official layout + tokenizer) for a preset.
+
+    `tiny` gets the project's offline BPE tokenizer and a vocabulary sized to it; the released sizes need
+    their tokenizer (`tokenizer_dir`), whose audio token ids the config then records.
+    """
+    from mgrd.models.checkpoint import save_pretrained
+    from mgrd.tokenizer import build_tiny_tokenizer, load_tokenizer, special_token_ids
+
+    if tokenizer_dir is None and preset != "tiny":
+        raise ValueError(f"preset {preset!r} needs its tokenizer: pass tokenizer_dir")
+    tokenizer = build_tiny_tokenizer() if tokenizer_dir is None else load_tokenizer(tokenizer_dir)
+    ids = special_token_ids(tokenizer)
+    audio_ids = AudioTokenIds(audio_start=ids.audio_start, audio_end=ids.audio_end, audio_patch=ids.audio_patch)
+    config = tiny(vocab_size=len(tokenizer), audio_token_ids=audio_ids) if preset == "tiny" else preset_config(preset)
+    config.audio_token_ids = audio_ids
+    if len(tokenizer) > config.text["vocab_size"]:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but preset {preset!r} only {config.text['vocab_size']}")
+    return save_pretrained(build_model(config, seed=seed), out, tokenizer=tokenizer)

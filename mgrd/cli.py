@@ -1,0 +1,262 @@
+"""`mgrd <command>`: the command line. Only parsing and dispatch live here; the work is in the modules.
+
+Commands:
+    demo      build the tiny model, make a clip, stream a generation (the README's first command)
+    init      write a freshly initialised checkpoint for a preset
+    inspect   print a checkpoint's (or preset's) config, parameter counts and special tokens
+    generate  stream the model's thinking and answer for audio + a prompt
+    data      make the synthetic suite (`data synth`) and validate manifests (`data check`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mgrd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_init(sub)
+    _add_inspect(sub)
+    _add_generate(sub)
+    from mgrd.data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as err:  # our errors are ValueErrors with clear messages
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------------------ sampling flags
+def _add_sampling_flags(p: argparse.ArgumentParser, max_new_tokens: int = 512) -> None:
+    g = p.add_argument_group("sampling (YAML: --config FILE; any SamplingConfig field: --set key=value)")
+    g.add_argument("--config", type=Path, help="YAML file with SamplingConfig fields (temperature, top_p, ...)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one SamplingConfig field; repeatable")
+    g.add_argument("--max-new-tokens", type=int, default=None, help=f"tokens to generate at most (default {max_new_tokens})")
+    g.add_argument("--temperature", type=float, default=None, help="softmax temperature; 0 = greedy (default 0.7, as the R1 examples)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default 1.0)")
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens; 0 = all (default 0)")
+    g.add_argument("--repetition-penalty", type=float, default=None, help="CTRL-style penalty; 1 = off (default 1.0)")
+    g.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
+    p.set_defaults(default_max_new_tokens=max_new_tokens)
+
+
+def _sampling_config(args, stop_ids: list[int]):
+    """Command defaults, then the YAML file, then --set, then the explicit flags (later wins)."""
+    from mgrd.config import load_config
+    from mgrd.generate import SamplingConfig
+
+    flags = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+             "top_k": args.top_k, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
+    overrides = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    defaults = {"max_new_tokens": args.default_max_new_tokens, "temperature": 0.7}
+    cfg = load_config(SamplingConfig, args.config, overrides, defaults=defaults)
+    if not cfg.stop_ids:
+        cfg.stop_ids = tuple(stop_ids)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------------ generate
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="stream thinking and answer for audio + prompt",
+                       description="Load a checkpoint folder (official layout + tokenizer), encode the audio "
+                       "(any length: cut into 25 s chunks), and stream the reasoning, then the answer.")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint folder (config.json, *.safetensors, tokenizer)")
+    p.add_argument("--audio", type=Path, action="append", default=[], help="audio file (wav/flac/ogg/mp3); repeatable, in order")
+    p.add_argument("--prompt", default="", help="the user's text, placed after the audio")
+    p.add_argument("--system", default=None, help="optional system prompt")
+    p.add_argument("--samples", type=int, default=1, help="K samples for the prompt (audio encoded once); >1 prints each, no streaming")
+    p.add_argument("--json", action="store_true", help="print the completions as JSON instead of streaming text")
+    _add_sampling_flags(p)
+    p.set_defaults(func=cmd_generate)
+
+
+def _user_messages(audio: list[Path], prompt: str, system: str | None) -> list[dict]:
+    content = [{"type": "audio", "audio": str(a)} for a in audio]
+    if prompt:
+        content.append({"type": "text", "text": prompt})
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": content}]
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from mgrd.chat import encode_chat
+    from mgrd.generate import generate, stream
+    from mgrd.models import load_pretrained
+    from mgrd.tokenizer import load_tokenizer, special_token_ids
+
+    if not args.audio and not args.prompt:
+        raise ValueError("give --audio and/or --prompt")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    tokenizer = load_tokenizer(args.model)
+    model = load_pretrained(args.model)
+    cfg = _sampling_config(args, special_token_ids(tokenizer).stop_ids)
+    prompt = encode_chat(tokenizer, _user_messages(args.audio, args.prompt, args.system), n_mels=model.config.audio.n_mels)
+    with torch.inference_mode():
+        if args.samples == 1 and not args.json:
+            _print_stream(stream(model, prompt, cfg, tokenizer))
+            return 0
+        completions = generate(model, [prompt], cfg, num_samples=args.samples, tokenizer=tokenizer)[0]
+    for i, c in enumerate(completions):
+        record = {"sample": i, "reasoning": c.reasoning, "answer": c.answer, "finish_reason": c.finish_reason, "tokens": len(c.token_ids)}
+        print(json.dumps(record, ensure_ascii=False) if args.json else f"--- sample {i} ({c.finish_reason}) ---\n{c.text}")
+    return 0
+
+
+def _print_stream(deltas) -> str:
+    """Print the reasoning under a 'thinking' header and the answer under an 'answer' header as they arrive."""
+    from mgrd.chat import THINK_END
+
+    print("── thinking ──", flush=True)
+    text, shown, in_answer = "", 0, False
+    for delta in deltas:
+        text += delta
+        if not in_answer and THINK_END in text:
+            cut = text.index(THINK_END)
+            print(text[shown:cut], flush=True)
+            print("── answer ──", flush=True)
+            in_answer, shown = True, cut + len(THINK_END)
+            while shown < len(text) and text[shown] == "\n":
+                shown += 1
+        # Hold back a possible partial "</think>" so the marker is never printed in pieces.
+        safe = len(text) if in_answer else max(shown, len(text) - len(THINK_END) + 1)
+        print(text[shown:safe], end="", flush=True)
+        shown = max(shown, safe)
+    print(text[shown:], flush=True)
+    if not in_answer:
+        print("── (no answer: the output ended before </think>) ──")
+    return text
+
+
+# ------------------------------------------------------------------------------------------------- init/inspect
+def _add_init(sub) -> None:
+    p = sub.add_parser("init", help="write a freshly initialised checkpoint for a preset")
+    p.add_argument("--preset", default="tiny", help="tiny, step-audio-2-mini or step-audio-r1 (default tiny)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (replaced atomically)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (needed for the released sizes)")
+    p.set_defaults(func=cmd_init)
+
+
+def cmd_init(args) -> int:
+    from mgrd.models.presets import init_checkpoint
+
+    out = init_checkpoint(args.preset, args.out, seed=args.seed, tokenizer_dir=args.tokenizer)
+    print(f"wrote {args.preset} checkpoint to {out}")
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="print config, parameter counts and special tokens",
+                       description="Inspect a checkpoint folder or a preset. Parameters are counted on the "
+                       "meta device, so even the 33B preset needs no memory.")
+    p.add_argument("path", type=Path, nargs="?", help="checkpoint folder")
+    p.add_argument("--preset", default=None, help="inspect a preset instead of a folder")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args) -> int:
+    from mgrd.models import ModelConfig, build_model, parameter_counts, preset_config
+
+    if (args.path is None) == (args.preset is None):
+        raise ValueError("give a checkpoint folder or --preset NAME")
+    config = preset_config(args.preset) if args.preset else ModelConfig.from_file(args.path / "config.json")
+    counts = parameter_counts(build_model(config, device="meta"))
+    print(json.dumps(config.to_dict(), indent=2))
+    print("\nparameters:")
+    for name, n in counts.items():
+        print(f"  {name:<10} {n:>16,}  ({n / 1e9:.3f} B)")
+    if args.path is not None:
+        _print_tensors_and_tokens(args.path, config)
+    elif config.audio_token_ids:
+        print(f"\naudio token ids: {vars(config.audio_token_ids)}")
+    return 0
+
+
+def _print_tensors_and_tokens(path: Path, config) -> None:
+    from safetensors import safe_open
+
+    from mgrd.models.checkpoint import INDEX_NAME, SINGLE_NAME
+
+    files = sorted(set(json.loads((path / INDEX_NAME).read_text())["weight_map"].values())) if (path / INDEX_NAME).is_file() else [SINGLE_NAME]
+    n_tensors = 0
+    for name in files:
+        if (path / name).is_file():
+            with safe_open(path / name, framework="pt") as f:
+                n_tensors += len(list(f.keys()))
+    print(f"\n{n_tensors} tensors in {len(files)} file(s)")
+    try:
+        from mgrd.tokenizer import load_tokenizer, special_token_ids
+
+        tok = load_tokenizer(path)
+        print(f"tokenizer: {len(tok)} tokens; special: {vars(special_token_ids(tok))}")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"tokenizer: {err}")
+        if config.audio_token_ids:
+            print(f"audio token ids (config): {vars(config.audio_token_ids)}")
+
+
+# ----------------------------------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="tiny model + generated clip -> streamed generation (no downloads)",
+                       description="Builds the tiny preset (random weights, offline BPE tokenizer) unless the "
+                       "folder already holds it, writes a two-tone clip, and streams a generation. Random "
+                       "weights speak noise: the demo shows the pipeline, training gives the sense.")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (default runs/demo)")
+    p.add_argument("--model", type=Path, default=None, help="use this checkpoint instead of building the tiny one")
+    p.add_argument("--prompt", default="Which of the two tones is higher?", help="question asked about the clip")
+    _add_sampling_flags(p, max_new_tokens=64)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    import soundfile as sf
+
+    from mgrd.models.presets import init_checkpoint
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir = args.model or args.out / "model"
+    if args.model is None and not (model_dir / "config.json").is_file():
+        t = time.perf_counter()
+        init_checkpoint("tiny", model_dir, seed=0)
+        print(f"built the tiny model in {time.perf_counter() - t:.1f} s -> {model_dir}")
+    clip = args.out / "two_tones.wav"
+    sf.write(clip, _two_tones(), 16000, subtype="PCM_16")
+    print(f"clip: {clip} (a 330 Hz tone, then a 523 Hz tone)")
+    args.model, args.audio, args.system, args.samples, args.json = model_dir, [clip], None, 1, False
+    t = time.perf_counter()
+    cmd_generate(args)
+    print(f"\ngenerated in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def _two_tones(sr: int = 16000) -> np.ndarray:
+    t = np.arange(int(0.8 * sr)) / sr
+    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)
+    tone = lambda f: 0.4 * np.sin(2 * np.pi * f * t) * fade  # noqa: E731
+    gap = np.zeros(int(0.2 * sr))
+    return np.concatenate([tone(330.0), gap, tone(523.3)]).astype(np.float32)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Config loading: dataclass defaults in code, overridden by a YAML file, then by `key=value` CLI overrides.
+
+Unknown keys raise (a typo must never be silently ignored), with the closest known key suggested.
+Nested dataclasses are addressed with dots: `sampling.temperature=0.7`. Values are parsed as YAML
+scalars, so `3`, `0.5`, `true`, `null` and `[1, 2]` have their natural types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigKeyError(ValueError):
+    """A config file or override names a key the config does not have, or gives a bad value."""
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, defaults: dict | None = None
+) -> T:
+    """Build `cls` from its defaults, then `defaults` (a caller's own), a YAML file and `key=value` overrides.
+
+    Later sources win. Raises ConfigKeyError for unknown keys, bad values and a missing file.
+    """
+    values: dict = dict(defaults or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigKeyError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigKeyError(f"{path}: expected a mapping at the top level")
+        _merge(values, loaded)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigKeyError(f"override {item!r} is not key=value")
+        _set_dotted(values, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return _build(cls, values, prefix="")
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _set_dotted(values: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        values = values.setdefault(part, {})
+    values[parts[-1]] = value
+
+
+def _build(cls, values: dict, prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            hint = difflib.get_close_matches(key, fields, n=1)
+            suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+            raise ConfigKeyError(f"unknown config key {prefix}{key}{suggestion}; known: {', '.join(fields)}")
+        default = _default(fields[key])
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigKeyError(f"{prefix}{key} is a section; give it keys, e.g. {prefix}{key}.x=...")
+            kwargs[key] = _build(type(default), value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, default, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigKeyError(f"{prefix or 'config'}: {err}") from None
+
+
+def _default(field: dataclasses.Field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _coerce(value, default, name: str):
+    """Match the default's type where that is unambiguous (ints for floats, lists for tuples)."""
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigKeyError(f"{name} must be true or false, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        raise ConfigKeyError(f"{name} must be a number, got {value!r}")
+    return value
+
+
+def to_dict(obj) -> dict:
+    """A config as plain data (for writing the resolved `config.yaml` of a run)."""
+    return dataclasses.asdict(obj)
