@@ -1,0 +1,66 @@
+"""Config loading: defaults, YAML, overrides, unknown keys, nested sections, every YAML in configs/."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mgrd.config import ConfigKeyError, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-4
+    steps: int = 10
+
+
+@dataclass
+class Outer:
+    name: str = "run"
+    tags: tuple = ()
+    verbose: bool = False
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_defaults_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: from-yaml\ninner:\n  steps: 20\n")
+    cfg = load_config(Outer, path, ["inner.lr=3", "tags=[a, b]", "verbose=true"], defaults={"name": "d", "inner": {"lr": 1.0}})
+    assert cfg == Outer(name="from-yaml", tags=("a", "b"), verbose=True, inner=Inner(lr=3.0, steps=20))
+    assert isinstance(cfg.inner.lr, float)
+    assert to_dict(cfg)["inner"] == {"lr": 3.0, "steps": 20}
+
+
+def test_unknown_keys_raise_with_a_suggestion(tmp_path):
+    with pytest.raises(ConfigKeyError, match=r"unknown config key inner.step \(did you mean inner.steps\?\)"):
+        load_config(Outer, None, ["inner.step=3"])
+    path = tmp_path / "c.yaml"
+    path.write_text("nmae: x\n")
+    with pytest.raises(ConfigKeyError, match=r"unknown config key nmae \(did you mean name\?\)"):
+        load_config(Outer, path)
+
+
+def test_bad_values_and_files(tmp_path):
+    with pytest.raises(ConfigKeyError, match="must be a number"):
+        load_config(Outer, None, ["inner.steps=many"])
+    with pytest.raises(ConfigKeyError, match="must be true or false"):
+        load_config(Outer, None, ["verbose=3"])
+    with pytest.raises(ConfigKeyError, match="not key=value"):
+        load_config(Outer, None, ["verbose"])
+    with pytest.raises(ConfigKeyError, match="is a section"):
+        load_config(Outer, None, ["inner=3"])
+    with pytest.raises(ConfigKeyError, match="config file not found"):
+        load_config(Outer, tmp_path / "missing.yaml")
+
+
+def test_every_yaml_in_configs_loads():
+    from mgrd.generate import SamplingConfig
+
+    owners = {"generate.yaml": SamplingConfig}
+    files = sorted(CONFIGS.glob("*.yaml"))
+    assert files, "configs/ holds no YAML"
+    for path in files:
+        assert path.name in owners, f"{path.name}: say which config class it fills in tests/test_config.py"
+        load_config(owners[path.name], path)
