@@ -109,7 +109,7 @@ def cmd_generate(args) -> int:
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     tokenizer = load_tokenizer(args.model)
-    model = load_pretrained(args.model)
+    model = load_pretrained(args.model, tokenizer=tokenizer)
     cfg = _sampling_config(args, special_token_ids(tokenizer).stop_ids)
     prompt = encode_chat(tokenizer, _user_messages(args.audio, args.prompt, args.system), n_mels=model.config.audio.n_mels)
     with torch.inference_mode():

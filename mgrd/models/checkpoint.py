@@ -91,17 +91,19 @@ def load_pretrained(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     audio_token_ids: AudioTokenIds | None = None,
+    tokenizer=None,
     freeze_encoder: bool = True,
 ) -> AudioReasoner:
     """Load a checkpoint folder in the official layout.
 
-    The audio placeholder ids come, in this order, from `audio_token_ids`, the tokenizer saved in the
-    folder, the config's `audio_token_ids`, or (for the released 158,720-token vocabulary) the official ids.
+    The audio placeholder ids come, in this order, from `audio_token_ids`, `tokenizer` (or else the
+    tokenizer saved in the folder), the config's `audio_token_ids`, or (for the released 158,720-token vocabulary) the official ids.
     Raises CheckpointError on missing, unexpected or mis-shaped tensors and ConfigError on a wrong config.
     """
     path = Path(path)
     config = ModelConfig.from_file(path / "config.json")
-    config.audio_token_ids = audio_token_ids or _tokenizer_audio_ids(path) or config.audio_token_ids or _official_ids(config)
+    from_tokenizer = _tokenizer_audio_ids_of(tokenizer) if tokenizer is not None else _tokenizer_audio_ids(path)
+    config.audio_token_ids = audio_token_ids or from_tokenizer or config.audio_token_ids or _official_ids(config)
     state = read_state_dict(path)
     return _instantiate(config, state, dtype=dtype, device=device, freeze_encoder=freeze_encoder, source=str(path))
 
@@ -144,10 +146,9 @@ def _preview(names: list[str], n: int = 6) -> str:
 def _tokenizer_audio_ids(path: Path) -> AudioTokenIds | None:
     if not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
         return None
-    from mgrd.tokenizer import load_tokenizer, special_token_ids
+    from mgrd.tokenizer import load_tokenizer
 
-    ids = special_token_ids(load_tokenizer(path))
-    return AudioTokenIds(audio_start=ids.audio_start, audio_end=ids.audio_end, audio_patch=ids.audio_patch)
+    return _tokenizer_audio_ids_of(load_tokenizer(path))
 
 
 def _official_ids(config: ModelConfig) -> AudioTokenIds | None:
