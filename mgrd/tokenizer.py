@@ -288,6 +288,10 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
             f"no tokenizer files in {folder} (expected one of {', '.join(_TOKENIZER_FILES)}); "
             "a checkpoint folder must carry its tokenizer, e.g. written by mgrd.tokenizer.save_tokenizer"
         )
+    if (folder / "tokenizer.json").is_file():
+        # Read the fast tokenizer directly: AutoTokenizer would also parse the folder's model config.json,
+        # which transformers does not know (model_type step_audio_2) and warns about.
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
     return AutoTokenizer.from_pretrained(str(folder))
 
 
