@@ -31,6 +31,11 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
+def _count(n: int, plural: str) -> str:
+    """'1 apple', '3 apples' (every noun used here forms its plural with a final s)."""
+    return f"{n} {plural[:-1] if n == 1 else plural}"
+
+
 def _text_item(question: str, answer, reasoning: str, meta: dict, choices: list[str] | None = None) -> SynthItem:
     return SynthItem(question=question, answer=str(answer), choices=choices, meta=meta,
                      reasonings={"text": reasoning}, default_style="text")
@@ -97,7 +102,7 @@ def _shop_problem(rng: np.random.Generator, hi: int) -> tuple[str, str, list[str
     q = (f"A shop has {a} {thing}. It sells {sold} of them and then receives {boxes} boxes of {per} {thing} "
          f"each. How many {thing} does the shop have now?")
     left, extra = a - sold, boxes * per
-    steps = [f"After selling {sold}, the shop has {a} - {sold} = {left} {thing}",
+    steps = [f"After selling {sold}, the shop has {a} - {sold} = {_count(left, thing)}",
              f"{boxes} boxes of {per} hold {boxes} × {per} = {extra} {thing}",
              f"Together that is {left} + {extra} = {left + extra}"]
     return q, f"{a} - {sold} + {boxes} * {per}", steps, left + extra
@@ -108,11 +113,11 @@ def _savings_problem(rng: np.random.Generator, hi: int) -> tuple[str, str, list[
     start, weekly, weeks = int(rng.integers(0, hi + 1)), int(rng.integers(2, 16)), int(rng.integers(2, 9))
     saved = start + weekly * weeks
     spent = int(rng.integers(1, saved + 1))
-    q = (f"{name} has {start} dollars and saves {weekly} dollars every week for {weeks} weeks, then spends "
-         f"{spent} dollars on a gift. How many dollars does {name} have left?")
+    q = (f"{name} has {_count(start, 'dollars')} and saves {weekly} dollars every week for {weeks} weeks, then "
+         f"spends {_count(spent, 'dollars')} on a gift. How many dollars does {name} have left?")
     steps = [f"Saving {weekly} dollars for {weeks} weeks adds {weekly} × {weeks} = {weekly * weeks} dollars",
-             f"With the first {start} dollars that makes {start} + {weekly * weeks} = {saved}",
-             f"After the gift, {saved} - {spent} = {saved - spent} dollars are left"]
+             f"With the first {_count(start, 'dollars')} that makes {start} + {weekly * weeks} = {saved}",
+             f"After the gift, {saved} - {spent} = {saved - spent} {'is' if saved - spent == 1 else 'are'} left"]
     return q, f"{start} + {weekly} * {weeks} - {spent}", steps, saved - spent
 
 
@@ -279,13 +284,13 @@ def _tally_chat(rng: np.random.Generator, hi: int) -> tuple[list[tuple[str, str]
     items = _pick(rng, ["stickers", "marbles", "books", "stamps"])
     a, b = int(rng.integers(2, hi + 1)), int(rng.integers(1, hi + 1))
     c = int(rng.integers(1, a + b + 1))
-    turns = [(f"I'm keeping track of my {items}. I start with {a}.", f"Okay, you're starting with {a} {items}."),
-             (f"I just got {b} more from a friend.", f"Noted, {b} more {items}.")]
+    turns = [(f"I'm keeping track of my {items}. I start with {a}.", f"Okay, you're starting with {_count(a, items)}."),
+             (f"I just got {b} more from a friend.", f"Noted, {b} more.")]
     ans = a + b - c
     final_q = f"Then I gave {c} to my sister. How many {items} do I have now?"
-    reasoning = (f"You started with {a} {items} and got {b} more: {a} + {b} = {a + b}. "
-                 f"Giving away {c} leaves {a + b} - {c} = {ans}. So you have {ans} {items}.")
-    return turns + [(final_q, "")], f"{a} + {b} - {c}", reasoning, f"You have {ans} {items} now."
+    reasoning = (f"You started with {_count(a, items)} and got {b} more: {a} + {b} = {a + b}. "
+                 f"Giving away {c} leaves {a + b} - {c} = {ans}. So you have {_count(ans, items)}.")
+    return turns + [(final_q, "")], f"{a} + {b} - {c}", reasoning, f"You have {_count(ans, items)} now."
 
 
 def _bill_chat(rng: np.random.Generator, hi: int) -> tuple[list[tuple[str, str]], str, str, str]:
@@ -307,8 +312,9 @@ def _reading_chat(rng: np.random.Generator, hi: int) -> tuple[list[tuple[str, st
              (f"So far I've read {done} pages.", f"Great, {done} pages done.")]
     final_q = f"If I read {rate} pages a day from now on, how many more days until I finish?"
     reasoning = (f"Pages left: {pages} - {done} = {pages - done}. At {rate} pages a day that takes "
-                 f"{pages - done} ÷ {rate} = {days} days. So you need {days} more days.")
-    return turns + [(final_q, "")], f"({pages} - {done}) / {rate}", reasoning, f"You need {days} more days."
+                 f"{pages - done} ÷ {rate} = {_count(days, 'days')}. So you need {days} more {'day' if days == 1 else 'days'}.")
+    return (turns + [(final_q, "")], f"({pages} - {done}) / {rate}", reasoning,
+            f"You need {days} more {'day' if days == 1 else 'days'}.")
 
 
 _CHATS = [_tally_chat, _bill_chat, _reading_chat]
