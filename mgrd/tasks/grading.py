@@ -32,7 +32,7 @@ THINK_CLOSE = "</think>"
 
 _ARTICLES = {"a", "an", "the"}
 # "the answer is X", "final answer: X", "answer - X"; the last such trigger in the answer wins
-_TRIGGER = re.compile(r"\banswer\s*(?:is|would be|will be|should be|[:=\-])\s*", re.IGNORECASE)
+_TRIGGER = re.compile(r"\banswer\s*(?:(?:is|would be|will be|should be)\s*[:=\-]?|[:=\-])\s*", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 # an option letter alone: "B", "(B)", "B.", "b)", "Option B", "choice (b)"
 _LETTER_ALONE = re.compile(r"^(?:option|choice)?\s*\(?([A-Za-z])\)?[.:)]?$", re.IGNORECASE)

@@ -29,7 +29,8 @@ def test_extract_answer_require_think_treats_unclosed_prefilled_think_as_truncat
 
 @pytest.mark.parametrize("response", [
     "the second", "The Second.", "  SECOND!! ", "B", "b", "(B)", "B.", "B)", "**B**", "Option B", "choice (b)",
-    "The answer is B.", "The answer is (B). The first tone is lower.", "Answer: the second",
+    "The answer is B.", "The answer is: B", "Final answer: (B)", "The answer is (B). The first tone is lower.",
+    "Answer: the second",
     "B. the second", "(B) The second", "It is the second one.", "\\boxed{B}",
     "The second tone is higher than the first, so the answer is the second.",
     "<think>the first is 300 Hz, the second 500 Hz</think>\nthe second",
@@ -80,7 +81,7 @@ def test_grade_choice_without_choices_is_exact_match():
 
 
 @pytest.mark.parametrize("response, answer", [
-    ("12", "12"), ("The answer is 12.", "12"), ("7 + 5 = 12", "12"), ("twelve", "12"),
+    ("12", "12"), ("The answer is 12.", "12"), ("The answer is: 12", "12"), ("7 + 5 = 12", "12"), ("twelve", "12"),
     ("1,234", "1234"), ("It costs 1,234.50 dollars", "1234.5"), ("-5", "-5"), ("\u22125", "-5"),
     ("negative 7", "-7"), ("3/4", "0.75"), ("0.75", "3/4"), ("12.50", "12.5"), (".5", "0.5"),
     ("twenty-one apples", "21"), ("\\boxed{1,002}", "1002"), ("The answer is 70,000 dollars", "#### 70000"),
