@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mgrd.data.manifest import (Item, ManifestError, check_manifest, load_manifest, write_manifest)
+from mgrd.data.manifest import Item, ManifestError, check_manifest, load_manifest, write_manifest
 
 
 def _row(i: int = 0, **over) -> dict:
@@ -72,7 +72,7 @@ def test_each_bad_row_is_reported_with_file_and_line(tmp_path, bad, message):
     report = check_manifest(path)
     assert not report.ok and report.bad_lines == [2] and report.n_rows == 3
     assert any(e.startswith(f"{path}:2: ") and message in e for e in report.errors), report.errors
-    with pytest.raises(ManifestError, match=f":2: "):
+    with pytest.raises(ManifestError, match=":2: "):
         load_manifest(path)
 
 

@@ -2,8 +2,16 @@
 
 import pytest
 
-from mgrd.tasks.grading import (GRADERS, extract_answer, find_numbers, grade, grade_choice, grade_exact,
-                                grade_numeric, resolve_choice)
+from mgrd.tasks.grading import (
+    GRADERS,
+    extract_answer,
+    find_numbers,
+    grade,
+    grade_choice,
+    grade_exact,
+    grade_numeric,
+    resolve_choice,
+)
 
 TWO = ["the first", "the second"]
 FOUR = ["Man", "Woman", "Child", "Robot"]

@@ -89,7 +89,7 @@ def _rows(name: str, split: str, n: int, seed: int) -> list[dict]:
     return rows
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _family_rows(name: str) -> tuple[list[dict], list[dict]]:
     """(train rows, held-out test rows) of one family, drawn once per session."""
     return _rows(name, "train", N_TRAIN, seed=11), _rows(name, "test", N_TEST, seed=12)

@@ -243,7 +243,8 @@ def _make_spoken_arithmetic(rng: np.random.Generator, split: str) -> SynthItem:
     guess = int(rng.integers(0, 41))
     audio = synthesize(transcript, voice, pitch, speed)
     expression = " ".join([str(values[0])] + [f"{op} {v}" for op, v in zip(ops, values[1:])])
-    grounded = (f"The speaker says: \"{transcript}\" So the problem is {expression.replace('*', '×').replace('/', '÷')}. "
+    shown = expression.replace("*", "×").replace("/", "÷")
+    grounded = (f"The speaker says: \"{transcript}\" So the problem is {shown}. "
                 f"{_steps(values, ops)} The answer is {answer}.")
     substitute = _pick(rng, [
         "The written prompt only asks me to solve the math problem in the audio and gives no numbers. "
@@ -316,9 +317,9 @@ def _make_speech_rate(rng: np.random.Generator, split: str) -> SynthItem:
     duration = len(audio) / SAMPLE_RATE
     wpm = 60.0 * n_words / duration
     if label == "fast":
-        compare = f"well above the {BRISK_WPM} words per minute of brisk conversation, so the speaker is talking quickly"
+        compare = f"well above the {BRISK_WPM} words per minute of brisk conversation, so the speaker talks quickly"
     else:
-        compare = f"well below the {RELAXED_WPM} words per minute of relaxed conversation, so the speaker is talking slowly"
+        compare = f"well below the {RELAXED_WPM} words per minute of relaxed conversation, so the speaker talks slowly"
     grounded = (f"The speaker says \"{sentence}\", {n_words} words in {duration:.1f} s, about {wpm:.0f} words "
                 f"per minute. That is {compare}. The answer is {label}.")
     substitute = _pick(rng, [

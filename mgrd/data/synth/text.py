@@ -298,7 +298,8 @@ def _bill_chat(rng: np.random.Generator, hi: int) -> tuple[list[tuple[str, str]]
     total = n * each  # > 12 >= tip, so the bill is positive
     bill = total - tip
     turns = [(f"We just had dinner and the bill came to {bill} dollars.", f"Got it, a bill of {bill} dollars.")]
-    final_q = f"We want to add a {tip} dollar tip and split everything evenly between {n} people. How much does each person pay?"
+    final_q = (f"We want to add a {tip} dollar tip and split everything evenly between {n} people. "
+               "How much does each person pay?")
     reasoning = (f"The bill plus the tip is {bill} + {tip} = {total} dollars. Split between {n} people, "
                  f"{total} ÷ {n} = {each}. So each person pays {each} dollars.")
     return turns + [(final_q, "")], f"({bill} + {tip}) / {n}", reasoning, f"Each person pays {each} dollars."
@@ -311,10 +312,10 @@ def _reading_chat(rng: np.random.Generator, hi: int) -> tuple[list[tuple[str, st
     turns = [(f"I'm reading a novel with {pages} pages.", f"Nice, {pages} pages is a good read."),
              (f"So far I've read {done} pages.", f"Great, {done} pages done.")]
     final_q = f"If I read {rate} pages a day from now on, how many more days until I finish?"
+    more_days = f"{days} more {'day' if days == 1 else 'days'}"
     reasoning = (f"Pages left: {pages} - {done} = {pages - done}. At {rate} pages a day that takes "
-                 f"{pages - done} ÷ {rate} = {_count(days, 'days')}. So you need {days} more {'day' if days == 1 else 'days'}.")
-    return (turns + [(final_q, "")], f"({pages} - {done}) / {rate}", reasoning,
-            f"You need {days} more {'day' if days == 1 else 'days'}.")
+                 f"{pages - done} ÷ {rate} = {_count(days, 'days')}. So you need {more_days}.")
+    return turns + [(final_q, "")], f"({pages} - {done}) / {rate}", reasoning, f"You need {more_days}."
 
 
 _CHATS = [_tally_chat, _bill_chat, _reading_chat]
