@@ -1,0 +1,209 @@
+"""Waveform building blocks for the synthetic acoustic suite.
+
+Tones of four timbres, envelopes and gain ramps, beeps and chords, sequences on a silent canvas, background
+noise (white, pink and babble-like), mixing at a signal-to-noise ratio, speed change by resampling, and peak
+normalisation. Everything is vectorised numpy at 16 kHz and returns float32; randomness only ever comes from
+a `numpy.random.Generator` passed in, so a seeded caller gets identical samples every time.
+
+This module knows nothing about questions, answers or files; the families in `acoustic.py` and
+`compositional.py` compose these blocks, and the writer puts the result on disk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+from mgrd.data.synth.base import SAMPLE_RATE
+
+TIMBRES = ("sine", "square", "sawtooth", "noise")
+NOISE_KINDS = ("white", "pink", "babble")
+
+# Every timbre is scaled to this RMS, so loudness never gives the timbre (or the pitch) away.
+_UNIT_RMS = 0.3
+
+
+def n_samples(seconds: float) -> int:
+    """Number of samples in `seconds` at 16 kHz (rounded to the nearest sample)."""
+    return max(int(round(seconds * SAMPLE_RATE)), 0)
+
+
+def silence(seconds: float) -> np.ndarray:
+    """`[S]` zeros lasting `seconds`."""
+    return np.zeros(n_samples(seconds), dtype=np.float32)
+
+
+def db_to_amp(db: float | np.ndarray) -> float | np.ndarray:
+    """Amplitude factor for a level change in decibels."""
+    return 10.0 ** (np.asarray(db, dtype=np.float64) / 20.0)
+
+
+def rms(x: np.ndarray) -> float:
+    """Root-mean-square level of a waveform (0 for an empty one)."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def tone(freq_hz: float, seconds: float, timbre: str, rng: np.random.Generator) -> np.ndarray:
+    """A steady tone at a fixed RMS.
+
+    Args:
+        freq_hz: the fundamental frequency (ignored for "noise").
+        seconds: the length.
+        timbre: one of `TIMBRES`. Square and sawtooth are the plain (non band-limited) shapes: their
+            harmonics fall as 1/k (odd only for the square), which is what the timbre task listens for.
+        rng: source of the random start phase, and of the samples for "noise".
+    Returns:
+        `[S]` float32.
+    """
+    n = n_samples(seconds)
+    if timbre == "noise":
+        wave = rng.standard_normal(n)
+    else:
+        # Phase in cycles, kept in float64 so long clips stay in tune, then reduced to [0, 1).
+        cycles = np.arange(n) * (freq_hz / SAMPLE_RATE) + rng.random()
+        frac = cycles - np.floor(cycles)
+        if timbre == "sine":
+            wave = np.sin(2.0 * np.pi * frac)
+        elif timbre == "square":
+            wave = np.where(frac < 0.5, 1.0, -1.0)
+        elif timbre == "sawtooth":
+            wave = 2.0 * frac - 1.0
+        else:
+            raise ValueError(f"unknown timbre {timbre!r}; expected one of {', '.join(TIMBRES)}")
+    level = rms(wave)
+    return (wave * (_UNIT_RMS / level if level > 0 else 0.0)).astype(np.float32)
+
+
+def envelope(n: int, attack_s: float = 0.01, release_s: float = 0.01) -> np.ndarray:
+    """`[n]` linear fade-in / fade-out gain, 1 in between; avoids clicks at note edges."""
+    idx = np.arange(n, dtype=np.float64)
+    rise = (idx + 1) / max(n_samples(attack_s), 1)
+    fall = (n - idx) / max(n_samples(release_s), 1)
+    return np.minimum(1.0, np.minimum(rise, fall)).astype(np.float32)
+
+
+def gain_ramp(n: int, start_db: float, end_db: float) -> np.ndarray:
+    """`[n]` amplitude curve moving linearly in decibels from `start_db` to `end_db`."""
+    return db_to_amp(np.linspace(start_db, end_db, n)).astype(np.float32)
+
+
+def note(freq_hz: float, seconds: float, timbre: str, rng: np.random.Generator, gain_db: float = 0.0) -> np.ndarray:
+    """A tone with soft edges at a level of `gain_db` relative to the unit RMS."""
+    wave = tone(freq_hz, seconds, timbre, rng)
+    return wave * envelope(wave.size) * np.float32(db_to_amp(gain_db))
+
+
+def chord(freqs_hz: list[float], seconds: float, rng: np.random.Generator, timbre: str = "sine") -> np.ndarray:
+    """Simultaneous notes (equal level, independent phases), with soft edges."""
+    wave = sum(tone(f, seconds, timbre, rng) for f in freqs_hz) / len(freqs_hz)
+    return (wave * envelope(wave.size, 0.02, 0.05)).astype(np.float32)
+
+
+def place(events: list[tuple[float, np.ndarray]], seconds: float) -> np.ndarray:
+    """Mix sounds onto a silent canvas.
+
+    Args:
+        events: `(start_s, wave)` pairs; a wave running past the end is cut.
+        seconds: the canvas length.
+    Returns:
+        `[S]` float32, the sum of the placed waves.
+    """
+    canvas = silence(seconds)
+    for start_s, wave in events:
+        i = n_samples(start_s)
+        part = wave[: max(canvas.size - i, 0)]
+        canvas[i : i + part.size] += part
+    return canvas
+
+
+def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`[n]` Gaussian white noise at unit RMS."""
+    return rng.standard_normal(n, dtype=np.float32)
+
+
+def _fast_len(n: int) -> int:
+    """The next power of two >= n: FFT sizes that never hit a slow prime-length transform."""
+    return 1 << max(int(n) - 1, 1).bit_length()
+
+
+def _shaped_noise(n: int, rng: np.random.Generator, gains: np.ndarray) -> np.ndarray:
+    """White noise filtered by magnitude responses on the rfft bins of `_fast_len(n)`.
+
+    Args:
+        gains: `[F]` or `[V, F]` responses, F = `_fast_len(n) // 2 + 1`.
+    Returns:
+        `[n]` or `[V, n]` float64, each row at unit RMS (the noise is stationary, so cutting the padded
+        transform back to n samples is harmless).
+    """
+    size = _fast_len(n)
+    gains = np.atleast_2d(gains)
+    waves = np.fft.irfft(np.fft.rfft(rng.standard_normal((gains.shape[0], size))) * gains, size)[:, :n]
+    waves /= np.maximum(np.sqrt(np.mean(waves**2, axis=1, keepdims=True)), 1e-12)
+    return waves[0] if waves.shape[0] == 1 else waves
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`[n]` noise with a 1/f power spectrum (equal energy per octave) at unit RMS."""
+    freqs = np.fft.rfftfreq(_fast_len(n), 1.0 / SAMPLE_RATE)
+    return _shaped_noise(n, rng, 1.0 / np.sqrt(np.maximum(freqs, 20.0))).astype(np.float32)
+
+
+def _formant_response(freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random vowel-like magnitude response: three resonances in the usual F1/F2/F3 ranges."""
+    centres = (rng.uniform(300, 900), rng.uniform(900, 2400), rng.uniform(2400, 3400))
+    widths = (rng.uniform(80, 160), rng.uniform(100, 220), rng.uniform(150, 300))
+    gains = (1.0, rng.uniform(0.4, 0.8), rng.uniform(0.2, 0.5))
+    response = np.zeros_like(freqs)
+    for c, w, g in zip(centres, widths, gains):
+        response += g * np.exp(-0.5 * ((freqs - c) / w) ** 2)
+    return response
+
+
+def babble_noise(n: int, rng: np.random.Generator, voices: int | None = None) -> np.ndarray:
+    """`[n]` babble-like noise at unit RMS: several talkers made of formant-filtered, syllable-modulated noise.
+
+    Each "voice" is white noise through a random three-formant response, switched on and off by a
+    3-6 Hz syllable envelope; four to eight voices are summed. It has speech's spectrum and rhythm
+    without any words, which is what babble masking needs.
+    """
+    voices = int(rng.integers(4, 9)) if voices is None else voices
+    freqs = np.fft.rfftfreq(_fast_len(n), 1.0 / SAMPLE_RATE)
+    talkers = np.atleast_2d(_shaped_noise(n, rng, np.stack([_formant_response(freqs, rng) for _ in range(voices)])))
+    t = np.arange(n) / SAMPLE_RATE
+    rates, phases = rng.uniform(3.0, 6.0, (voices, 1)), rng.uniform(0, 2 * np.pi, (voices, 1))
+    syllables = np.sqrt(np.clip(np.sin(2 * np.pi * rates * t + phases), 0.0, None))
+    total = (talkers * syllables * rng.uniform(0.5, 1.0, (voices, 1))).sum(axis=0)
+    return (total / max(rms(total), 1e-12)).astype(np.float32)
+
+
+def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`[n]` noise of one of `NOISE_KINDS` at unit RMS."""
+    makers = {"white": white_noise, "pink": pink_noise, "babble": babble_noise}
+    if kind not in makers:
+        raise ValueError(f"unknown noise kind {kind!r}; expected one of {', '.join(NOISE_KINDS)}")
+    return makers[kind](n, rng)
+
+
+def mix_at_snr(signal: np.ndarray, noise_wave: np.ndarray, snr_db: float) -> np.ndarray:
+    """Add `noise_wave` scaled so that signal power / noise power equals `snr_db`.
+
+    Both powers are taken over the whole clip (silences included), the usual convention for
+    corrupted-speech benchmarks. `noise_wave` must have the signal's length.
+    """
+    scale = rms(signal) / max(rms(noise_wave), 1e-12) * db_to_amp(-snr_db)
+    return (signal + noise_wave * np.float32(scale)).astype(np.float32)
+
+
+def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play `x` `factor` times faster (pitch and tempo both scale by `factor`, length by 1/`factor`).
+
+    Done by resampling (soxr, high quality): the clip is read as if recorded at 16 kHz x `factor` and
+    converted back to 16 kHz.
+    """
+    return soxr.resample(x.astype(np.float32), SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
+
+
+def peak_normalize(x: np.ndarray, peak: float = 0.9) -> np.ndarray:
+    """Scale `x` so that its largest absolute sample equals `peak` (silence stays silent)."""
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    return (x * np.float32(peak / top)).astype(np.float32) if top > 0 else x.astype(np.float32)
