@@ -1,0 +1,111 @@
+"""`mgrd data synth` / `mgrd data check`: end to end through a subprocess and in process through `main()`."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mgrd.data.cli import add_parser, main, parse_families
+from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mgrd.data.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_synth_then_check_end_to_end(tmp_path):
+    out = tmp_path / "suite"
+    made = _run("synth", "--out", str(out), "--n", "14", "--seed", "3")
+    assert made.returncode == 0, made.stderr
+    assert "synth train" in made.stderr and "100%" in made.stderr  # the tqdm progress bar
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 14 and len(list((out / "audio").glob("*.wav"))) == 14
+    checked = _run("check", str(out / "manifest.jsonl"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "14 rows, ok" in checked.stdout
+
+
+def test_check_reports_bad_rows_with_line_numbers(tmp_path, capsys):
+    out = tmp_path / "suite"
+    assert main(["synth", "--out", str(out), "--n", "3", "--no-progress"]) == 0
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    broken = json.loads(lines[1])
+    broken["audio"] = ["audio/missing.wav"]
+    manifest.write_text("\n".join([lines[0], json.dumps(broken), "{not json", lines[2]]) + "\n")
+    capsys.readouterr()
+    assert main(["check", str(manifest)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{manifest}:2:" in printed and f"{manifest}:3:" in printed
+    assert f"{manifest}:1:" not in printed and f"{manifest}:4:" not in printed
+    assert f"{manifest}: 4 rows, 2 errors" in printed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "5", "--families", "pitch_compare,nope"], "error: unknown family 'nope'"),
+    (["--n", "0"], "error: n (number of items) must be an integer >= 1"),
+    (["--n", "5", "--seed", "-2"], "error: seed must be an integer >= 0"),
+])
+def test_synth_bad_input_exits_2(tmp_path, capsys, args, message):
+    assert main(["synth", "--out", str(tmp_path / "out"), "--no-progress", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_synth_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["synth", "--out", str(out), "--n", "2", "--no-progress"]) == 2
+    assert "error: output folder is not empty" in capsys.readouterr().err
+    assert main(["synth", "--out", str(out), "--n", "2", "--no-progress", "--overwrite"]) == 0
+    assert not (out / "notes.txt").exists() and (out / "manifest.jsonl").exists()
+
+
+def test_synth_needs_out_and_check_needs_a_file(tmp_path, capsys):
+    assert main(["synth", "--n", "2"]) == 2
+    assert "error: --out is required" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "absent.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_unknown_split_is_an_argparse_error(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--out", str(tmp_path / "x"), "--split", "dev"])
+    assert exit_info.value.code == 2
+
+
+def test_families_flag_accepts_commas_and_repeats(tmp_path):
+    assert parse_families(None) is None
+    assert parse_families(["timbre, beep_count", "chord_quality"]) == ["timbre", "beep_count", "chord_quality"]
+    out = tmp_path / "out"
+    assert main(["synth", "--out", str(out), "--n", "4", "--no-progress", "--families", "timbre",
+                 "--families", "beep_count", "--split", "test", "--seed", "9"]) == 0
+    summary = json.loads((out / "suite.json").read_text())
+    assert [f["name"] for f in summary["families"]] == ["timbre", "beep_count"]
+    assert summary["split"] == "test" and summary["seed"] == 9
+
+
+def test_list_shows_every_family(capsys):
+    assert main(["synth", "--list"]) == 0
+    printed = capsys.readouterr().out
+    for name in FAMILIES:
+        assert name in printed
+    marked = [line.split()[1] for line in printed.splitlines() if line.startswith("* ")]
+    assert marked == DEFAULT_FAMILIES
+
+
+def test_every_flag_has_help():
+    parser = argparse.ArgumentParser()
+    data = add_parser(parser.add_subparsers())
+    commands = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"synth", "check"}
+    for command in commands.values():
+        for action in command._actions:
+            assert action.help, f"{command.prog}: {action.dest} has no help"
