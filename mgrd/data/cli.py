@@ -90,13 +90,14 @@ def run_synth(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         return _error("--out is required (the folder to write the suite into)")
+    from mgrd.data.synth.speech import SpeechSynthUnavailable
     from mgrd.data.synth.writer import SynthError, synthesize
 
     try:
         manifest = synthesize(args.out, n=args.n, seed=args.seed, families=parse_families(args.families),
                               split=args.split, overwrite=args.overwrite, workers=args.workers,
                               progress=not args.no_progress)
-    except SynthError as err:
+    except (SynthError, SpeechSynthUnavailable) as err:  # bad input, or speech families without espeak-ng
         return _error(str(err))
     print(f"wrote {args.n} {args.split} items to {manifest}")
     return 0

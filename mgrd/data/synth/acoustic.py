@@ -264,6 +264,8 @@ def make_beep_count(rng: np.random.Generator, split: str) -> SynthItem:
 
     def explain(f):
         times = join([f"{t:.2f} s" for t in f["onsets_s"]])
+        if f["count"] == 1:
+            return f"I hear a single {hz(f['beep_hz'])} beep, starting at {times}, and nothing else: 1 onset in all."
         return f"I hear {hz(f['beep_hz'])} beeps starting at {times}: {f['count']} separate onsets in all."
 
     guesses = [str(c) for c in range(BEEP_COUNTS[0], BEEP_COUNTS[1] + 1)]
@@ -329,7 +331,7 @@ def make_melody_contour(rng: np.random.Generator, split: str) -> SynthItem:
     facts = {"direction": direction, "notes_hz": notes, "onsets_s": onsets, "durations_s": durations}
 
     def explain(f):
-        path = " → ".join(hz(x) for x in f["notes_hz"])
+        path = join([hz(x) for x in f["notes_hz"]]) + " in turn"
         way = "higher" if f["direction"] == "ascending" else "lower"
         return f"The notes go {path}; each one is {way} than the one before, so the melody is {f['direction']}."
 

@@ -97,8 +97,10 @@ def make_louder_beeps(rng: np.random.Generator, split: str) -> SynthItem:
 
     def explain(f):
         rest = join([f"{level:+.0f} dB" for level in f["levels_db"][1:]])
+        louder = rule(f)
+        verb = "is" if louder == "1" else "are"
         return (f"There are {f['count']} beeps. Taking the first as 0 dB, the others sit at {rest}, "
-                f"so {rule(f)} of them are louder than the first.")
+                f"so {louder} of them {verb} louder than the first.")
 
     return finish(rng, split, clip, facts, question=pick(rng, LOUDER_QUESTIONS), choices=None, answer=rule,
                   explain=explain, topic="how many beeps are louder than the first",

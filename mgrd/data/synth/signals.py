@@ -11,6 +11,8 @@ This module knows nothing about questions, answers or files; the families in `ac
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import soxr
 
@@ -159,20 +161,43 @@ def _formant_response(freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return response
 
 
+TALKERS, TALKER_SECONDS, TALKER_SEED = 24, 8.0, 1234
+
+
+@functools.lru_cache(maxsize=1)
+def talker_bank() -> np.ndarray:
+    """`[TALKERS, S]` float32 "talkers": white noise through random three-formant responses, unit RMS each.
+
+    Made once per process from a fixed seed (the pool of talkers is part of what babble means here, as a
+    babble corpus has a fixed set of speakers); items draw which talkers speak, from where, and when.
+    """
+    rng = np.random.default_rng(TALKER_SEED)
+    n = n_samples(TALKER_SECONDS)
+    freqs = np.fft.rfftfreq(_fast_len(n), 1.0 / SAMPLE_RATE)
+    responses = np.stack([_formant_response(freqs, rng) for _ in range(TALKERS)])
+    return _shaped_noise(n, rng, responses).astype(np.float32)
+
+
 def babble_noise(n: int, rng: np.random.Generator, voices: int | None = None) -> np.ndarray:
     """`[n]` babble-like noise at unit RMS: several talkers made of formant-filtered, syllable-modulated noise.
 
-    Each "voice" is white noise through a random three-formant response, switched on and off by a
-    3-6 Hz syllable envelope; four to eight voices are summed. It has speech's spectrum and rhythm
-    without any words, which is what babble masking needs.
+    Four to eight talkers from `talker_bank()` (each read from a random offset, wrapping around) are
+    switched on and off by their own 3-6 Hz syllable envelopes and summed. It has speech's spectrum and
+    rhythm without any words, which is what babble masking needs.
     """
+    bank = talker_bank()
+    if n > bank.shape[1]:  # longer than the bank: loop it
+        bank = np.tile(bank, (1, -(-n // bank.shape[1])))
     voices = int(rng.integers(4, 9)) if voices is None else voices
-    freqs = np.fft.rfftfreq(_fast_len(n), 1.0 / SAMPLE_RATE)
-    talkers = np.atleast_2d(_shaped_noise(n, rng, np.stack([_formant_response(freqs, rng) for _ in range(voices)])))
-    t = np.arange(n) / SAMPLE_RATE
-    rates, phases = rng.uniform(3.0, 6.0, (voices, 1)), rng.uniform(0, 2 * np.pi, (voices, 1))
-    syllables = np.sqrt(np.clip(np.sin(2 * np.pi * rates * t + phases), 0.0, None))
-    total = (talkers * syllables * rng.uniform(0.5, 1.0, (voices, 1))).sum(axis=0)
+    picks = rng.choice(bank.shape[0], size=voices, replace=False)
+    offsets = rng.integers(0, bank.shape[1] - n + 1, size=voices)
+    rates, phases, gains = rng.uniform(3.0, 6.0, voices), rng.uniform(0, 2 * np.pi, voices), rng.uniform(0.5, 1.0, voices)
+    # Syllable envelopes vary slowly: compute them every 5 ms and interpolate.
+    t, coarse = np.arange(n) / SAMPLE_RATE, np.arange(0.0, n / SAMPLE_RATE + 0.01, 0.005)
+    total = np.zeros(n, dtype=np.float32)
+    for pick, offset, rate, phase, gain in zip(picks, offsets, rates, phases, gains):
+        syllables = np.sqrt(np.clip(np.sin(2 * np.pi * rate * coarse + phase), 0.0, None)) * gain
+        total += bank[pick, offset : offset + n] * np.interp(t, coarse, syllables).astype(np.float32)
     return (total / max(rms(total), 1e-12)).astype(np.float32)
 
 

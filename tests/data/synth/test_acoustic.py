@@ -47,6 +47,7 @@ def derive_chord_quality(x):
 
 def derive_melody_contour(x):
     pitches = [p for _, _, p in m.notes(x)]
+    assert len(pitches) >= 3, f"expected 3-6 notes, found {pitches}"
     steps = np.diff(pitches)
     answer = "ascending" if np.all(steps > 0) else "descending" if np.all(steps < 0) else f"neither: {pitches}"
     return answer, {"notes_hz": pitches}
@@ -199,7 +200,7 @@ def _draw(family: str, split: str, count: int, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def train_items():
-    return {name: _draw(name, "train", 160) for name in DEFAULT_FAMILIES}
+    return {name: _draw(name, "train", 120) for name in DEFAULT_FAMILIES}
 
 
 def _options(family: str, items) -> list[str]:

@@ -35,6 +35,7 @@ def derive_louder_beeps(x):
 
 def derive_contour_tempo(x):
     found = m.notes(x)
+    assert len(found) >= 2, f"expected a melody, found {found}"
     pitches, onsets = [p for _, _, p in found], [a for a, _, _ in found]
     rate = 1.0 / np.median(np.diff(onsets))
     return _yes(pitches[-1] > pitches[0] and rate > 4.0), {"notes_hz": pitches, "note_rate_hz": rate}
