@@ -35,12 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000, help="items to write (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="suite seed (default 0)")
-    parser.add_argument("--split", default="train", choices=("train", "test", "ood"), help="split to write (default train)")
+    parser.add_argument("--split", default="train", choices=("train", "test", "ood"),
+                        help="split to write (default train)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the writer's choice)")
     parser.add_argument("--progress", action="store_true", help="show the progress bar while timing")
     args = parser.parse_args(argv)
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"numpy {np.__version__}")
     print(f"suite: {args.n} {args.split} items over {len(DEFAULT_FAMILIES)} families, seed {args.seed}, "
           f"workers {args.workers or 'auto'}")
     scratch = Path(tempfile.mkdtemp(prefix="mgrd-synth-bench-"))

@@ -38,14 +38,17 @@ def _add_synth(sub) -> None:
         description="Write N items spread round-robin over the chosen families, deterministic for a seed. "
         "The suite is built beside --out and renamed into place when complete.")
     p.add_argument("--out", type=Path, help="output folder (must be empty or absent unless --overwrite)")
-    p.add_argument("--n", type=int, default=1000, help="total number of items, spread evenly over the families (default 1000)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="total number of items, spread evenly over the families (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="non-negative seed; same seed, same bytes (default 0)")
     p.add_argument("--families", action="append", metavar="NAMES",
                    help="comma-separated family names, repeatable (default: every non-speech audio family; see --list)")
     p.add_argument("--split", choices=SPLITS, default="train",
-                   help="train, test (disjoint parameter ranges) or ood (test ranges + noise/speed corruption) (default train)")
+                   help="train, test (disjoint parameter ranges) or ood (test ranges + noise/speed corruption) "
+                   "(default train)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: 1 for small suites, else the CPU count)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: 1 for small suites, else the CPU count)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list", action="store_true", help="list the families (name, kind, grader, description) and exit")
     p.set_defaults(func=run_synth)

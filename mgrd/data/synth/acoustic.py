@@ -306,7 +306,8 @@ def make_chord_quality(rng: np.random.Generator, split: str) -> SynthItem:
 
 
 MELODY_HZ = {"train": (150.0, 600.0), "test": (700.0, 2000.0)}
-CONTOUR_QUESTIONS = ("Is the melody ascending or descending?", "Does the melody go up or down? Answer ascending or descending.",
+CONTOUR_QUESTIONS = ("Is the melody ascending or descending?",
+                     "Does the melody go up or down? Answer ascending or descending.",
                      "Listen to the notes. Is the melody ascending or descending?")
 
 
@@ -327,7 +328,8 @@ def make_melody_contour(rng: np.random.Generator, split: str) -> SynthItem:
     steps = rng.integers(1, 4, count - 1) * (1 if direction == "ascending" else -1)
     offsets = np.concatenate([[0], np.cumsum(steps)])
     durations = rng.uniform(0.15, 0.35, count)
-    clip, notes, onsets = melody(rng, split, offsets, durations, rng.uniform(0.03, 0.08, count), pick(rng, TONE_TIMBRES))
+    gaps = rng.uniform(0.03, 0.08, count)
+    clip, notes, onsets = melody(rng, split, offsets, durations, gaps, pick(rng, TONE_TIMBRES))
     facts = {"direction": direction, "notes_hz": notes, "onsets_s": onsets, "durations_s": durations}
 
     def explain(f):
@@ -341,7 +343,8 @@ def make_melody_contour(rng: np.random.Generator, split: str) -> SynthItem:
 
 TEMPO_BPM = {"train": (120.0, 200.0), "test": (210.0, 330.0)}
 PATTERN_S, PATTERN_GAP_S, CLICK_S = 1.25, 0.9, 0.04
-TEMPO_QUESTIONS = ("Which rhythm is faster, the first or the second?", "Two click patterns play. Which one has the faster tempo?",
+TEMPO_QUESTIONS = ("Which rhythm is faster, the first or the second?",
+                   "Two click patterns play. Which one has the faster tempo?",
                    "Which of the two patterns is quicker?")
 
 
@@ -391,7 +394,8 @@ def ramped(wave: np.ndarray, change_db: float) -> tuple[np.ndarray, float, float
 def make_loudness_trend(rng: np.random.Generator, split: str) -> SynthItem:
     trend = pick(rng, ("louder", "softer"))
     change = rng.uniform(8.0, 20.0) * (1 if trend == "louder" else -1)
-    carrier, duration, timbre = log_uniform(rng, *split_range(CARRIER_HZ, split)), rng.uniform(1.0, 2.5), pick(rng, TONE_TIMBRES)
+    carrier = log_uniform(rng, *split_range(CARRIER_HZ, split))
+    duration, timbre = rng.uniform(1.0, 2.5), pick(rng, TONE_TIMBRES)
     wave = sig.note(carrier, duration, timbre, rng)
     # A gentle tremolo (about +-1 dB) so the level is not a perfectly clean line.
     tremolo = rng.uniform(3.0, 7.0)
@@ -405,7 +409,8 @@ def make_loudness_trend(rng: np.random.Generator, split: str) -> SynthItem:
     def explain(f):
         way = "rises" if f["change_db"] > 0 else "falls"
         return (f"The level {way} by about {abs(f['change_db']):.0f} dB over {f['duration_s']:.1f} s, "
-                f"from {f['start_db']:.0f} dB to {f['end_db']:.0f} dB relative to its peak, so it is getting {f['trend']}.")
+                f"from {f['start_db']:.0f} dB to {f['end_db']:.0f} dB relative to its peak, "
+                f"so it is getting {f['trend']}.")
 
     return finish(rng, split, clip, facts, question=pick(rng, LOUDNESS_QUESTIONS), choices=["louder", "softer"],
                   answer=lambda f: f["trend"], explain=explain, topic="whether a sound gets louder or softer")
@@ -445,8 +450,10 @@ TIMBRE_QUESTIONS = ("What kind of waveform is this sound: sine, square, sawtooth
                     "Is this a sine, square or sawtooth tone, or noise?")
 _TIMBRE_SPECTRA = {
     "sine": "a single spectral peak near {f0} and no overtones, a pure tone",
-    "square": "a fundamental near {f0} with overtones only at odd multiples (3x, 5x, ...) fading as 1/k, the square-wave pattern",
-    "sawtooth": "a fundamental near {f0} with overtones at every multiple (2x, 3x, 4x, ...) fading as 1/k, the sawtooth pattern",
+    "square": "a fundamental near {f0} with overtones only at odd multiples (3x, 5x, ...) fading as 1/k, "
+              "the square-wave pattern",
+    "sawtooth": "a fundamental near {f0} with overtones at every multiple (2x, 3x, 4x, ...) fading as 1/k, "
+                "the sawtooth pattern",
     "noise": "no pitch and no harmonic peaks, with energy spread evenly from the lowest frequencies up to 8 kHz",
 }
 

@@ -21,8 +21,23 @@ import numpy as np
 
 from mgrd.data.synth import signals as sig
 from mgrd.data.synth.acoustic import (
-    BEEP_HZ, FIRST_SECOND, PITCH_HZ, TONE_TIMBRES, YES_NO, beep_train, chord_notes, explain_chord, finish,
-    join, log_uniform, melody, pick, ramped, semitones_up, split_range, two_sounds,
+    BEEP_HZ,
+    FIRST_SECOND,
+    PITCH_HZ,
+    TONE_TIMBRES,
+    YES_NO,
+    beep_train,
+    chord_notes,
+    explain_chord,
+    finish,
+    join,
+    log_uniform,
+    melody,
+    pick,
+    ramped,
+    semitones_up,
+    split_range,
+    two_sounds,
 )
 from mgrd.data.synth.base import Family, SynthItem
 
@@ -112,7 +127,8 @@ FAST_RATE, SLOW_RATE = (5.5, 7.0), (2.0, 3.0)  # notes per second; both clear of
 CONTOUR_TEMPO_QUESTIONS = (
     "Does the melody end higher than it starts, and is it fast (more than four notes per second)?",
     "Is the last note higher than the first, and does the melody move faster than four notes per second?",
-    "Answer yes only if both hold: the melody ends higher than it begins, and it plays more than four notes per second.",
+    "Answer yes only if both hold: the melody ends higher than it begins, "
+    "and it plays more than four notes per second.",
 )
 
 

@@ -191,7 +191,8 @@ def babble_noise(n: int, rng: np.random.Generator, voices: int | None = None) ->
     voices = int(rng.integers(4, 9)) if voices is None else voices
     picks = rng.choice(bank.shape[0], size=voices, replace=False)
     offsets = rng.integers(0, bank.shape[1] - n + 1, size=voices)
-    rates, phases, gains = rng.uniform(3.0, 6.0, voices), rng.uniform(0, 2 * np.pi, voices), rng.uniform(0.5, 1.0, voices)
+    rates, phases = rng.uniform(3.0, 6.0, voices), rng.uniform(0, 2 * np.pi, voices)
+    gains = rng.uniform(0.5, 1.0, voices)
     # Syllable envelopes vary slowly: compute them every 5 ms and interpolate.
     t, coarse = np.arange(n) / SAMPLE_RATE, np.arange(0.0, n / SAMPLE_RATE + 0.01, 0.005)
     total = np.zeros(n, dtype=np.float32)

@@ -25,7 +25,8 @@ FIRST_SECOND = ["the first", "the second"]
 def _close(measured, stored, rel=0.0, abs_=0.0) -> None:
     measured, stored = np.atleast_1d(measured).astype(float), np.atleast_1d(stored).astype(float)
     assert measured.shape == stored.shape, f"measured {measured} vs stored {stored}"
-    assert np.all(np.abs(measured - stored) <= np.maximum(rel * np.abs(stored), abs_)), f"measured {measured} vs stored {stored}"
+    tolerance = np.maximum(rel * np.abs(stored), abs_)
+    assert np.all(np.abs(measured - stored) <= tolerance), f"measured {measured} vs stored {stored}"
 
 
 # Each deriver measures a clip and returns (answer, measured facts); FACT_CHECKS compare the facts with meta.
@@ -57,8 +58,8 @@ def derive_tempo_compare(x):
     _, found = m.beeps(x)
     onsets = np.array([a for a, _ in found])
     gaps = np.diff(onsets)
-    split = int(np.argmax(gaps))
-    assert 1 <= split <= gaps.size - 2, f"no two click patterns in {onsets}"  # the pause between the two patterns is the longest gap
+    split = int(np.argmax(gaps))  # the pause between the two patterns is the longest gap
+    assert 1 <= split <= gaps.size - 2, f"no two click patterns in {onsets}"
     periods = [np.median(gaps[:split]), np.median(gaps[split + 1 :])]
     bpm = [60.0 / p for p in periods]
     return FIRST_SECOND[int(bpm[1] > bpm[0])], {"tempo_bpm": bpm}
@@ -273,7 +274,8 @@ def _values(items, key) -> np.ndarray:
 def test_train_and_test_ranges_are_disjoint(family, train_items):
     key = SPLIT_KEYS[family]
     train, test = _values(train_items[family], key), _values(_draw(family, "test", 60), key)
-    assert train.max() < test.min() or test.max() < train.min(), f"{key}: train {train.min()}-{train.max()}, test {test.min()}-{test.max()}"
+    ranges = f"{key}: train {train.min()}-{train.max()}, test {test.min()}-{test.max()}"
+    assert train.max() < test.min() or test.max() < train.min(), ranges
 
 
 @pytest.mark.parametrize("family", DEFAULT_FAMILIES)

@@ -12,7 +12,8 @@ from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
 from mgrd.data.synth.base import Family
 from mgrd.data.synth.writer import SynthError, synthesize
 
-ROW_KEYS = ["id", "task", "audio", "question", "choices", "answer", "reasoning", "reasoning_style", "reasonings", "meta"]
+ROW_KEYS = ["id", "task", "audio", "question", "choices", "answer", "reasoning", "reasoning_style", "reasonings",
+            "meta"]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -91,7 +92,8 @@ def test_item_depends_only_on_seed_family_split_index(suite, tmp_path):
         name = f"audio/timbre-{k:06d}.wav"
         assert (alone.parent / name).read_bytes() == (suite.parent / name).read_bytes()
     other_split = synthesize(tmp_path / "test", n=3, seed=7, families=["timbre"], split="test", progress=False)
-    assert (other_split.parent / "audio/timbre-000000.wav").read_bytes() != (alone.parent / "audio/timbre-000000.wav").read_bytes()
+    first = "audio/timbre-000000.wav"
+    assert (other_split.parent / first).read_bytes() != (alone.parent / first).read_bytes()
 
 
 @pytest.mark.integration
