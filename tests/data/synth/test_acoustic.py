@@ -15,6 +15,7 @@ import pytest
 
 from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
 from mgrd.data.synth.acoustic import FAMILIES as ACOUSTIC
+from mgrd.data.synth.acoustic import round_floats, scale_facts
 from mgrd.data.synth.writer import item_rng, synthesize
 
 from . import measure as m
@@ -299,3 +300,12 @@ def test_ood_items_record_their_corruption():
             else:
                 snrs.add(corruption["snr_db"])
     assert set(kinds) == {"white", "babble", "speed"} and len(snrs) >= 3
+
+
+def test_speed_change_rescales_facts_by_unit_suffix():
+    facts = {"f0_hz": [200.0, 300.0], "tempo_bpm": 120.0, "onsets_s": [[0.5, 1.0]], "levels_db": [3.0],
+             "count": 4, "fast": True, "timbre": "sine", "corruption": {"clip_s": 2.0}}
+    scaled = scale_facts(facts, 1.25)
+    assert scaled == {"f0_hz": [250.0, 375.0], "tempo_bpm": 150.0, "onsets_s": [[0.4, 0.8]], "levels_db": [3.0],
+                      "count": 4, "fast": True, "timbre": "sine", "corruption": {"clip_s": 1.6}}
+    assert round_floats({"a": np.float32(0.123456), "b": [np.int64(3), np.bool_(True)]}) == {"a": 0.123, "b": [3, True]}
