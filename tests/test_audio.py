@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from mgrd import audio
 from mgrd.audio import AudioError
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "step_audio2_tiny"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "step_audio2_tiny"  # the golden checkpoint
 
 
 def sine(freq: float, seconds: float, sr: int) -> np.ndarray:

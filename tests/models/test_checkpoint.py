@@ -19,7 +19,7 @@ from mgrd.models import (
 )
 from mgrd.models.presets import tiny
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "step_audio2_tiny"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "step_audio2_tiny"  # the golden checkpoint
 IDS = AudioTokenIds(audio_start=5, audio_end=6, audio_patch=7)
 
 
