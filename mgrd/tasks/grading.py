@@ -27,8 +27,7 @@ import unicodedata
 from fractions import Fraction
 from typing import Any
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+from mgrd.chat import THINK_END, THINK_START, split_reasoning
 
 _ARTICLES = {"a", "an", "the"}
 # "the answer is X", "final answer: X", "answer - X"; the last such trigger in the answer wins
@@ -72,10 +71,10 @@ def extract_answer(response: str | None, require_think: bool = False) -> str | N
     """
     if response is None:
         return None
-    head, sep, tail = response.partition(THINK_CLOSE)
-    if sep:
-        return tail.strip()
-    if require_think or THINK_OPEN in head:
+    _, answer = split_reasoning(response)  # the one think/answer splitter
+    if answer is not None:
+        return answer.strip()
+    if require_think or THINK_START in response:
         return None
     return response.strip()
 
@@ -266,12 +265,20 @@ def grader_name(item: dict) -> str:
     return "numeric" if _NUMBER.fullmatch(answer) else "exact"
 
 
-def grade(item: dict | Any, response: str | None) -> float:
+def grade(item: dict | Any, response: str | None, require_think: bool = True) -> float:
     """Score one response against a manifest row (dict) or a loaded `Item`.
 
+    Args:
+        item: the manifest row or `Item`.
+        response: the model's completion (the text after the `<think>\n` generation prompt), or a full
+            `<think>...</think>answer` text.
+        require_think: a response with no `</think>` was cut off before its answer (the Step-Audio-R1
+            prompt opens the think block) and scores 0. Pass False for endpoints that answer without one.
     Returns:
         1.0 or 0.0.
     """
+    if response is None or (require_think and THINK_END not in response):
+        return 0.0
     if dataclasses.is_dataclass(item):
         item = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
     name = grader_name(item)

@@ -1,12 +1,14 @@
 """Pinned cases for answer extraction and the choice / numeric / exact graders."""
 
+import functools
+
 import pytest
 
 from mgrd.tasks.grading import (
     GRADERS,
     extract_answer,
     find_numbers,
-    grade,
+    grade as grade_row,
     grade_choice,
     grade_exact,
     grade_numeric,
@@ -131,7 +133,17 @@ def test_grade_exact():
     assert grade_exact("invalid", "valid") == 0.0
 
 
+def test_grade_requires_the_think_block_to_close_by_default():
+    row = {"task": "pitch_compare", "choices": ["the first", "the second"], "answer": "the second"}
+    truncated = "The first tone sits near 300 Hz and the answer is the second"  # cut off before </think>
+    assert grade_row(row, truncated) == 0.0
+    assert grade_row(row, truncated + "\n</think>\nthe second") == 1.0
+    assert grade_row(row, "<think>\nthe second</think>\nthe first") == 0.0  # the answer counts, not the chain
+    assert grade_row(row, "the second", require_think=False) == 1.0
+
+
 def test_grade_dispatches_on_family_choices_and_answer_type():
+    grade = functools.partial(grade_row, require_think=False)  # bare answers, no think block
     # a known family: its grader (numeric) even though the answer is not a bare number
     assert grade({"task": "conversation", "answer": "You have 6 stickers now."}, "6") == 1.0
     assert grade({"task": "voice_pitch", "answer": "high", "choices": ["high", "low"]}, "A") == 1.0

@@ -63,7 +63,10 @@ def fit_prior(rows: list[dict]) -> dict:
 def chance(train: list[dict], test: list[dict]) -> float:
     if test[0]["choices"]:
         return float(np.mean([1 / len(row["choices"]) for row in test]))
-    mode = Counter(row["answer"] for row in train).most_common(1)[0][0]
+    answers = Counter(row["answer"] for row in train + test)
+    if len(answers) <= 10:  # a small answer set (counts): chance is a uniform guess over it
+        return 1 / len(answers)
+    mode = answers.most_common(1)[0][0]  # open-ended numbers: the best prior guess
     return float(np.mean([row["answer"] == mode for row in test]))
 
 
@@ -72,7 +75,7 @@ def score(baseline, train: list[dict], test: list[dict]) -> float | None:
     answers = [baseline(row, prior) for row in test]
     if any(a is None for a in answers):
         return None  # baseline does not apply (numeric family)
-    return float(np.mean([grade(row, a) for row, a in zip(test, answers)]))
+    return float(np.mean([grade(row, a, require_think=False) for row, a in zip(test, answers)]))
 
 
 def within_chance(acc: float, p: float, n: int) -> bool:
