@@ -84,8 +84,21 @@ def _add_generate(sub) -> None:
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--samples", type=int, default=1, help="K samples for the prompt (audio encoded once); >1 prints each, no streaming")
     p.add_argument("--json", action="store_true", help="print the completions as JSON instead of streaming text")
+    _add_device_flags(p)
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_generate)
+
+
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype; auto = the checkpoint's torch_dtype on a GPU, float32 on the CPU")
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _user_messages(audio: list[Path], prompt: str, system: str | None) -> list[dict]:
@@ -109,7 +122,7 @@ def cmd_generate(args) -> int:
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     tokenizer = load_tokenizer(args.model)
-    model = load_pretrained(args.model, tokenizer=tokenizer)
+    model = load_pretrained(args.model, tokenizer=tokenizer, dtype=args.dtype, device=_device(args.device))
     cfg = _sampling_config(args, special_token_ids(tokenizer).stop_ids)
     prompt = encode_chat(tokenizer, _user_messages(args.audio, args.prompt, args.system), n_mels=model.config.audio.n_mels)
     with torch.inference_mode():
@@ -244,6 +257,7 @@ def cmd_demo(args) -> int:
     sf.write(clip, _two_tones(), 16000, subtype="PCM_16")
     print(f"clip: {clip} (a 330 Hz tone, then a 523 Hz tone)")
     args.model, args.audio, args.system, args.samples, args.json = model_dir, [clip], None, 1, False
+    args.device, args.dtype = "cpu", "float32"
     t = time.perf_counter()
     cmd_generate(args)
     print(f"\ngenerated in {time.perf_counter() - t:.1f} s")

@@ -33,7 +33,10 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigKeyError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigKeyError(f"{path}: not valid YAML ({err})") from None
         if not isinstance(loaded, dict):
             raise ConfigKeyError(f"{path}: expected a mapping at the top level")
         _merge(values, loaded)
@@ -41,7 +44,11 @@ def load_config(
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigKeyError(f"override {item!r} is not key=value")
-        _set_dotted(values, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigKeyError(f"override {item!r}: value is not valid YAML ({err.problem})") from None
+        _set_dotted(values, key.strip(), value)
     return _build(cls, values, prefix="")
 
 
@@ -55,8 +62,10 @@ def _merge(into: dict, new: dict) -> None:
 
 def _set_dotted(values: dict, key: str, value: Any) -> None:
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         values = values.setdefault(part, {})
+        if not isinstance(values, dict):
+            raise ConfigKeyError(f"{'.'.join(parts[: i + 1])} is a value, not a section; cannot set {key}")
     values[parts[-1]] = value
 
 
@@ -74,7 +83,7 @@ def _build(cls, values: dict, prefix: str):
                 raise ConfigKeyError(f"{prefix}{key} is a section; give it keys, e.g. {prefix}{key}.x=...")
             kwargs[key] = _build(type(default), value, prefix=f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, default, f"{prefix}{key}")
+            kwargs[key] = _coerce(value, default, f"{prefix}{key}", fields[key].type)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -89,8 +98,16 @@ def _default(field: dataclasses.Field):
     return None
 
 
-def _coerce(value, default, name: str):
-    """Match the default's type where that is unambiguous (ints for floats, lists for tuples)."""
+def _coerce(value, default, name: str, annotation=None):
+    """Check a value against the field's type and default; convert where unambiguous (ints for floats, lists for tuples)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    kinds = text.replace("typing.", "").replace(" ", "").split("|")
+    if value is None:
+        if default is not None and "None" not in kinds:
+            raise ConfigKeyError(f"{name} cannot be null")
+        return value
+    if "int" in kinds and "float" not in kinds and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigKeyError(f"{name} must be a whole number, got {value!r}")
     if isinstance(default, bool) and not isinstance(value, bool):
         raise ConfigKeyError(f"{name} must be true or false, got {value!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

@@ -43,8 +43,10 @@ def test_unknown_keys_raise_with_a_suggestion(tmp_path):
 
 
 def test_bad_values_and_files(tmp_path):
-    with pytest.raises(ConfigKeyError, match="must be a number"):
+    with pytest.raises(ConfigKeyError, match="inner.steps must be a whole number"):
         load_config(Outer, None, ["inner.steps=many"])
+    with pytest.raises(ConfigKeyError, match="inner.lr must be a number"):
+        load_config(Outer, None, ["inner.lr=fast"])
     with pytest.raises(ConfigKeyError, match="must be true or false"):
         load_config(Outer, None, ["verbose=3"])
     with pytest.raises(ConfigKeyError, match="not key=value"):
@@ -64,3 +66,25 @@ def test_every_yaml_in_configs_loads():
     for path in files:
         assert path.name in owners, f"{path.name}: say which config class it fills in tests/test_config.py"
         load_config(owners[path.name], path)
+
+
+@dataclass
+class Typed:
+    seed: int | None = None
+    k: int = 0
+    p: float = 1.0
+
+
+def test_values_are_checked_against_the_field_types():
+    assert load_config(Typed, None, ["seed=3", "k=2", "p=1"]) == Typed(seed=3, k=2, p=1.0)
+    assert load_config(Typed, None, ["seed=null"]).seed is None
+    with pytest.raises(ConfigKeyError, match="seed must be a whole number, got 'abc'"):
+        load_config(Typed, None, ["seed=abc"])
+    with pytest.raises(ConfigKeyError, match="k must be a whole number, got 1.5"):
+        load_config(Typed, None, ["k=1.5"])
+    with pytest.raises(ConfigKeyError, match="k cannot be null"):
+        load_config(Typed, None, ["k=null"])
+    with pytest.raises(ConfigKeyError, match="not valid YAML"):
+        load_config(Typed, None, ["p=["])
+    with pytest.raises(ConfigKeyError, match="is a value, not a section"):
+        load_config(Outer, None, ["name=1", "name.x=2"])

@@ -8,6 +8,7 @@ layout. The mapping from transformers' Qwen2-Audio names (`audio_tower.*`) lives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ConfigError, ModelConfig
@@ -23,8 +24,9 @@ from mgrd.models.reasoner import AudioReasoner
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-# The released checkpoints' placeholder ids (151688..151690); used only when neither a tokenizer nor
-# the config says otherwise and the vocabulary is the released one.
+# The released checkpoints' vocabulary and placeholder ids (151688..151690); the ids are used only when
+# neither a tokenizer nor the config says otherwise and the vocabulary is the released one.
+RELEASED_VOCAB = 158_720
 OFFICIAL_AUDIO_TOKEN_IDS = AudioTokenIds(audio_start=151688, audio_end=151689, audio_patch=151690)
 
 
@@ -33,27 +35,54 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------- files
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder's `model.safetensors` or its shards (per `model.safetensors.index.json`)."""
+def weight_files(path: str | Path) -> list[Path]:
+    """A folder's weight files: the shards its `model.safetensors.index.json` names, or `model.safetensors`."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {path}")
     if (path / INDEX_NAME).is_file():
-        index = json.loads((path / INDEX_NAME).read_text())
-        files = sorted(set(index.get("weight_map", {}).values()))
+        try:
+            index = json.loads((path / INDEX_NAME).read_text())
+            names = sorted(set(index["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{path / INDEX_NAME}: not a safetensors index ({err!r})") from None
     elif (path / SINGLE_NAME).is_file():
-        files = [SINGLE_NAME]
+        names = [SINGLE_NAME]
     else:
-        files = sorted(p.name for p in path.glob("model*.safetensors"))  # shards without an index
-    if not files:
+        names = sorted(p.name for p in path.glob("model*.safetensors"))  # shards without an index
+    if not names:
         raise CheckpointError(f"no model*.safetensors weights in {path}")
-    state = {}
-    for name in files:
+    for name in names:
         if not (path / name).is_file():
             raise CheckpointError(f"{path / INDEX_NAME} lists {name}, which is missing")
-        with safe_open(path / name, framework="pt") as f:
-            for key in f.keys():
-                state[key] = f.get_tensor(key)
+    return [path / name for name in names]
+
+
+@contextlib.contextmanager
+def _open_weights(file: Path, device: str | torch.device = "cpu"):
+    """`safe_open` with a clear error for a damaged file."""
+    try:
+        with safe_open(file, framework="pt", device=str(device)) as f:
+            yield f
+    except SafetensorError as err:
+        raise CheckpointError(f"{file}: cannot read safetensors ({err})") from None
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, read from the file headers only (no weights are loaded)."""
+    shapes = {}
+    for file in weight_files(path):
+        with _open_weights(file) as f:
+            shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+    return shapes
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder's weight files (for small checkpoints, e.g. the parts of a new model)."""
+    state = {}
+    for file in weight_files(path):
+        with _open_weights(file) as f:
+            state.update({key: f.get_tensor(key) for key in f.keys()})
     return state
 
 
@@ -88,39 +117,80 @@ def write_state_dict(state: dict[str, torch.Tensor], path: Path, max_shard_bytes
 def load_pretrained(
     path: str | Path,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
     audio_token_ids: AudioTokenIds | None = None,
     tokenizer=None,
     freeze_encoder: bool = True,
 ) -> AudioReasoner:
-    """Load a checkpoint folder in the official layout.
+    """Load a checkpoint folder in the official layout, one weight file at a time.
 
-    The audio placeholder ids come, in this order, from `audio_token_ids`, `tokenizer` (or else the
-    tokenizer saved in the folder), the config's `audio_token_ids`, or (for the released 158,720-token vocabulary) the official ids.
-    Raises CheckpointError on missing, unexpected or mis-shaped tensors and ConfigError on a wrong config.
+    Args:
+        path: folder with `config.json` and `model.safetensors` (or shards + index).
+        dtype: a torch dtype, or "auto": the config's `torch_dtype` off the CPU, float32 on the CPU.
+        device: where the weights go; they are read straight onto it, shard by shard, so peak memory
+            stays near the model's own size.
+        audio_token_ids: the placeholder ids; otherwise from `tokenizer` (or the tokenizer saved in the
+            folder), the config's `audio_token_ids`, or the official ids for the released 158,720-token vocabulary.
+        tokenizer: an already loaded tokenizer of this checkpoint.
+        freeze_encoder: keep the audio encoder frozen (the recipe never trains it).
+    Raises:
+        CheckpointError on missing, unexpected, mis-shaped or unreadable tensors; ConfigError on a wrong config.
     """
     path = Path(path)
     config = ModelConfig.from_file(path / "config.json")
     from_tokenizer = _tokenizer_audio_ids_of(tokenizer) if tokenizer is not None else _tokenizer_audio_ids(path)
     config.audio_token_ids = audio_token_ids or from_tokenizer or config.audio_token_ids or _official_ids(config)
-    state = read_state_dict(path)
-    return _instantiate(config, state, dtype=dtype, device=device, freeze_encoder=freeze_encoder, source=str(path))
-
-
-def _instantiate(config: ModelConfig, state: dict, *, dtype, device, freeze_encoder: bool, source: str) -> AudioReasoner:
-    """Build the model without initialising weights, check the tensor names and shapes, and load them."""
+    dtype = resolve_dtype(dtype, config, device)
     with torch.device("meta"):
         model = AudioReasoner(config, freeze_encoder=freeze_encoder)
-    expected = model.state_dict()
-    _check_keys(expected, state, source)
-    model = model.to_empty(device=device).to(dtype)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    _check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, tensor_shapes(path), str(path))
+    for file in weight_files(path):
+        with _open_weights(file, device) as f:
+            shard = {key: f.get_tensor(key).to(dtype) for key in f.keys()}
+        model.load_state_dict(shard, strict=False, assign=True)
+    return _finish(model, freeze_encoder)
+
+
+def resolve_dtype(dtype: torch.dtype | str, config: ModelConfig, device: str | torch.device) -> torch.dtype:
+    """A torch dtype from a dtype or a name ("auto": the config's off the CPU, float32 on it)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if torch.device(device).type == "cpu":
+            return torch.float32
+        dtype = config.extra.get("torch_dtype") or config.extra.get("dtype") or "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _instantiate(config: ModelConfig, state: dict, *, dtype, freeze_encoder: bool, source: str) -> AudioReasoner:
+    """Build the model without initialising weights, check the tensor names and shapes, and load `state`."""
+    with torch.device("meta"):
+        model = AudioReasoner(config, freeze_encoder=freeze_encoder)
+    _check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()}, source)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    return _finish(model, freeze_encoder)
+
+
+def _finish(model: AudioReasoner, freeze_encoder: bool) -> AudioReasoner:
+    """Rebuild the buffers checkpoints do not hold, restore the frozen flags, and switch to eval mode."""
     model.reset_rotary()
+    model.encoder.positional_embedding.requires_grad_(False)
+    if freeze_encoder:
+        model.encoder.requires_grad_(False)
+    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors left unloaded: {_preview(leftover)}")
     return model.eval()
 
 
-def _check_keys(expected: dict, state: dict, source: str) -> None:
+def _check_keys(expected: dict[str, tuple], state: dict[str, tuple], source: str) -> None:
+    """Compare the model's tensor names and shapes with a checkpoint's (both as name -> shape)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     problems = []
@@ -129,9 +199,9 @@ def _check_keys(expected: dict, state: dict, source: str) -> None:
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensor(s): {_preview(unexpected)}")
     shapes = [
-        f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}"
+        f"{k} is {state[k]}, expected {expected[k]}"
         for k in sorted(set(expected) & set(state))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
+        if state[k] != expected[k]
     ]
     if shapes:
         problems.append(f"{len(shapes)} mis-shaped tensor(s): {_preview(shapes)}")
@@ -152,7 +222,8 @@ def _tokenizer_audio_ids(path: Path) -> AudioTokenIds | None:
 
 
 def _official_ids(config: ModelConfig) -> AudioTokenIds | None:
-    return OFFICIAL_AUDIO_TOKEN_IDS if config.text.get("vocab_size", 0) > OFFICIAL_AUDIO_TOKEN_IDS.audio_patch else None
+    """The released ids, for the released vocabulary only (a Qwen2.5 vocabulary of 152,064 has no audio tokens)."""
+    return OFFICIAL_AUDIO_TOKEN_IDS if config.text.get("vocab_size") == RELEASED_VOCAB else None
 
 
 def save_pretrained(model: AudioReasoner, path: str | Path, *, tokenizer=None, max_shard_bytes: int = 5 * 2**30) -> Path:
@@ -291,7 +362,7 @@ def _with_fresh_adapter(config, state, seed, dtype, freeze_encoder, tokenizer):
     fresh = Adapter(a.n_audio_state, a.llm_dim, a.adapter_hidden, a.kernel_size, a.adapter_stride)
     state = dict(state)
     state.update({f"adapter.{k}": v for k, v in fresh.state_dict().items()})
-    model = _instantiate(config, state, dtype=dtype, device="cpu", freeze_encoder=freeze_encoder, source="parts")
+    model = _instantiate(config, state, dtype=dtype, freeze_encoder=freeze_encoder, source="parts")
     return model, tokenizer
 
 

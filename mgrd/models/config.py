@@ -81,6 +81,8 @@ class ModelConfig:
             if not isinstance(d.get(key), dict):
                 raise ConfigError(f"{source}: missing or malformed {key!r}")
         ids = d.get("audio_token_ids")
+        if ids is not None and (not isinstance(ids, dict) or set(ids) != {"audio_start", "audio_end", "audio_patch"}):
+            raise ConfigError(f"{source}: audio_token_ids must map audio_start, audio_end and audio_patch to ids, got {ids!r}")
         extra = {k: v for k, v in d.items() if k not in ("model_type", "audio_encoder_config", "text_config", "audio_token_ids")}
         return cls(
             audio=AudioEncoderConfig.from_dict(d["audio_encoder_config"]),

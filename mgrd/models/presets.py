@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
+from mgrd.models.checkpoint import OFFICIAL_AUDIO_TOKEN_IDS as RELEASED_AUDIO_IDS
+from mgrd.models.checkpoint import RELEASED_VOCAB
 from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ModelConfig
 from mgrd.models.reasoner import AudioReasoner
 
-RELEASED_VOCAB = 158_720
-RELEASED_AUDIO_IDS = AudioTokenIds(audio_start=151688, audio_end=151689, audio_patch=151690)
 WHISPER_LARGE = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32)
 
 

@@ -194,3 +194,38 @@ def test_build_from_parts_rejects_wrong_configs(tmp_path):
         build_from_parts(enc_dir, enc_dir)
     with pytest.raises(ConfigError, match="expected a Qwen2-Audio encoder"):
         build_from_parts(llm_dir, llm_dir)
+
+
+def test_loaded_model_keeps_the_encoder_frozen_and_loads_in_bf16():
+    model = load_pretrained(FIXTURE, audio_token_ids=IDS, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.adapter.parameters()) and model.lm_head.weight.requires_grad
+    assert model.model.rotary_emb.inv_freq.dtype == torch.float32  # rotary frequencies are not rounded
+    assert load_pretrained(FIXTURE, audio_token_ids=IDS).lm_head.weight.dtype == torch.float32  # auto on CPU
+
+
+def test_damaged_files_give_one_clear_error(tmp_path):
+    ckpt = copy_fixture(tmp_path)
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot read safetensors"):
+        load_pretrained(ckpt, audio_token_ids=IDS)
+    (ckpt / "model.safetensors.index.json").write_text("not json")
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json: not a safetensors index"):
+        load_pretrained(ckpt, audio_token_ids=IDS)
+    (ckpt / "model.safetensors.index.json").unlink()
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, "audio_token_ids": {"audio_start": 1}}))
+    with pytest.raises(ConfigError, match="audio_token_ids must map audio_start, audio_end and audio_patch"):
+        load_pretrained(ckpt)
+
+
+def test_official_ids_only_for_the_released_vocabulary():
+    from mgrd.models.checkpoint import OFFICIAL_AUDIO_TOKEN_IDS, _official_ids
+    from mgrd.models.presets import step_audio_r1
+
+    cfg = step_audio_r1()
+    assert _official_ids(cfg) == OFFICIAL_AUDIO_TOKEN_IDS
+    cfg.text["vocab_size"] = 152_064  # Qwen2.5's own vocabulary has no audio tokens
+    assert _official_ids(cfg) is None
