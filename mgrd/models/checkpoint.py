@@ -310,6 +310,7 @@ def qwen2_audio_encoder_config(cfg: dict, llm_dim: int) -> AudioEncoderConfig:
         n_audio_head=a["encoder_attention_heads"],
         n_audio_layer=a["encoder_layers"],
         llm_dim=llm_dim,
+        key_mask_rule="qwen2_audio",  # keep the attention span the encoder was trained with
     )
 
 

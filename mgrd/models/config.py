@@ -34,6 +34,7 @@ class AudioEncoderConfig:
     kernel_size: int = 3  # adapter conv kernel
     adapter_stride: int = 2
     adapter_hidden: int = ADAPTER_HIDDEN
+    key_mask_rule: str = "step_audio"  # "qwen2_audio" for an encoder taken from a Qwen2-Audio checkpoint
     extra: dict = field(default_factory=dict)  # unused official keys (e.g. n_codebook_size), kept as-is
 
     @classmethod
@@ -43,9 +44,11 @@ class AudioEncoderConfig:
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("extra", "adapter_hidden")}
-        if self.adapter_hidden != ADAPTER_HIDDEN:  # only non-official sizes need writing down
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("extra", "adapter_hidden", "key_mask_rule")}
+        if self.adapter_hidden != ADAPTER_HIDDEN:  # only non-official settings need writing down
             out["adapter_hidden"] = self.adapter_hidden
+        if self.key_mask_rule != "step_audio":
+            out["key_mask_rule"] = self.key_mask_rule
         out.update(self.extra)
         return out
 

@@ -57,11 +57,19 @@ def valid_conv_frames(mel_lens: torch.Tensor) -> torch.Tensor:
     return (mel_lens - 1) // 2
 
 
+# Conv2 frames attended beyond `valid_conv_frames`: Step-Audio's rule, or Qwen2-Audio's `(L - 1) // 2 + 1`
+# (an encoder taken from a Qwen2-Audio checkpoint was trained with the latter).
+KEY_MASK_RULES = {"step_audio": 0, "qwen2_audio": 1}
+
+
 class AudioEncoder(nn.Module):
     """conv1 (k3) -> conv2 (k3, s2, 50 Hz) -> + positions -> blocks -> avg-pool 2 (25 Hz) -> LayerNorm."""
 
-    def __init__(self, n_mels: int, n_ctx: int, width: int, n_head: int, n_layer: int):
+    def __init__(self, n_mels: int, n_ctx: int, width: int, n_head: int, n_layer: int, key_mask_rule: str = "step_audio"):
         super().__init__()
+        if key_mask_rule not in KEY_MASK_RULES:
+            raise ValueError(f"unknown key_mask_rule {key_mask_rule!r}; choose from {', '.join(KEY_MASK_RULES)}")
+        self.extra_key_frames = KEY_MASK_RULES[key_mask_rule]
         if width % n_head:
             raise ValueError(f"encoder width {width} is not divisible by {n_head} heads")
         self.n_ctx = n_ctx
@@ -81,11 +89,11 @@ class AudioEncoder(nn.Module):
         Args:
             mels: `[N, n_mels, T]` log-mel, zero past each clip's length.
             mel_lens: `[N]` mel frames per clip.
-            conv_valid_lens: `[N]` conv2 frames each clip attends to; default the Step-Audio rule
-                `(L - 1) // 2`. (Qwen2-Audio-trained encoders use `(L - 1) // 2 + 1`.)
+            conv_valid_lens: `[N]` conv2 frames each clip attends to; default from the encoder's key-mask
+                rule (Step-Audio: `(L - 1) // 2`; Qwen2-Audio: one more).
         Returns:
             features `[N, P, D]` at 25 Hz, zero past each clip's own pooled length, and `[N]` valid
-            lengths `conv_valid_lens // 2` (the reference's `(L - 2 + 1) // 2 // 2`).
+            lengths `(L - 2 + 1) // 2 // 2` (the reference's; they fix the audio token count).
         """
         t = mels.shape[-1]
         if (t + 1) // 2 > self.n_ctx:
@@ -100,7 +108,7 @@ class AudioEncoder(nn.Module):
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # [N, T2, D]
         t2 = x.shape[1]
         if conv_valid_lens is None:
-            conv_valid_lens = valid_conv_frames(mel_lens)
+            conv_valid_lens = torch.minimum(valid_conv_frames(mel_lens) + self.extra_key_frames, (mel_lens + 1) // 2)
         key_mask = torch.arange(t2, device=x.device)[None, :] < conv_valid_lens.to(x.device)[:, None]  # (2)
         x = x + self.positional_embedding.weight[:t2].to(x.dtype)
         for block in self.blocks:
@@ -110,4 +118,4 @@ class AudioEncoder(nn.Module):
         pooled_lens = (mel_lens + 1) // 2 // 2  # pooled frames a lone clip has
         keep = torch.arange(x.shape[1], device=x.device)[None, :] < pooled_lens[:, None]
         x = x * keep.unsqueeze(-1).to(x.dtype)  # (3) zero past each clip
-        return x, conv_valid_lens // 2
+        return x, valid_conv_frames(mel_lens) // 2

@@ -156,6 +156,17 @@ def test_build_from_parts_reproduces_qwen2_audio_encoder_and_llm(tmp_path):
     ref = hf_encoder(mels, attention_mask=bias).last_hidden_state
     ours, _ = model.encoder(mels, full, conv_valid_lens=torch.tensor([n_valid]))
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    # A short clip as Qwen2-Audio runs it (zero-padded to 3000 frames, keys masked past (L - 1) // 2 + 1)
+    # equals the built model's encoder on the clip alone, over the clip's frames.
+    frames = 700
+    padded = torch.zeros(1, 128, 3000)
+    padded[..., :frames] = mels[..., :frames]
+    bias = torch.zeros(1, 1, 1500, 1500)
+    bias[..., (frames - 1) // 2 + 1 :] = float("-inf")
+    ref = hf_encoder(padded, attention_mask=bias).last_hidden_state
+    ours, lens = model.encoder(mels[..., :frames], torch.tensor([frames]))
+    assert model.config.audio.key_mask_rule == "qwen2_audio" and ours.shape[1] == frames // 4
+    torch.testing.assert_close(ours, ref[:, : frames // 4], atol=1e-5, rtol=1e-5)
     # The LLM half gives transformers' Qwen2ForCausalLM logits on text.
     ids = torch.tensor([[5, 17, 42, 8, 90]])
     torch.testing.assert_close(model(ids).logits, llm(ids).logits, atol=1e-5, rtol=1e-5)
