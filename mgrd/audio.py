@@ -28,6 +28,8 @@ CHUNK_SECONDS = 25.0  # the official clients cut audio into 25 s chunks
 MAX_CHUNK_SECONDS = 29.98  # 1500 encoder positions cover 29.98 s
 TOKENS_PER_SECOND = 12.5
 
+# File endings libsndfile decodes (wav, flac, ogg/opus, mp3 and their relatives).
+DECODABLE_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
 AudioSource = Union[str, os.PathLike, bytes, io.IOBase]
 
 
@@ -62,9 +64,11 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     try:
         data, sr = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, EOFError) as err:
-        raise AudioError(
-            f"cannot decode audio {name}: {err}. Supported formats: wav, flac, ogg, mp3"
-        ) from None
+        suffix = Path(name).suffix.lower() if isinstance(source, (str, os.PathLike)) else ""
+        if suffix and suffix not in DECODABLE_SUFFIXES:
+            raise AudioError(f"unsupported audio format {suffix!r}: {name}. Supported formats: wav, flac, ogg, mp3") from None
+        reason = str(err).rstrip(". ")
+        raise AudioError(f"cannot decode audio {name} (corrupt or not audio): {reason}. Supported formats: wav, flac, ogg, mp3") from None
     if data.shape[0] == 0:
         raise AudioError(f"audio {name} has zero samples")
     wave = np.ascontiguousarray(data[:, 0])  # first channel, as the reference front end does

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from mgrd.audio import CHUNK_SECONDS, AudioError, audio_token_count, features_for_clip
+from mgrd.audio import CHUNK_SECONDS, audio_token_count, features_for_clip
 from mgrd.tokenizer import AUDIO_PATCH_TOKEN, BOT_TOKEN, EOT_TOKEN, SpecialTokenIds, special_token_ids
 
 THINK_START = "<think>"
@@ -295,12 +295,9 @@ def _encode_audio(
     part: dict, ids: SpecialTokenIds, n_mels: int, chunk_seconds: float
 ) -> tuple[list[int], list[torch.Tensor]]:
     """One `<audio_start> <audio_patch>×N <audio_end>` block and one `[n_mels, L]` feature per chunk."""
+    # features_for_clip drops a sub-token tail chunk and rejects a clip too short for one token.
     chunks = features_for_clip(_audio_source(part), n_mels, chunk_seconds)
-    # A tail chunk under 20 ms yields no audio token; drop it rather than emit an empty block.
     kept = [(mel, audio_token_count(mel.shape[-1])) for mel in chunks]
-    kept = [(mel, n) for mel, n in kept if n > 0]
-    if not kept:
-        raise AudioError("audio clip is too short: under 20 ms gives no audio token")
     piece: list[int] = []
     for _, n in kept:
         piece += [ids.audio_start] + [ids.audio_patch] * n + [ids.audio_end]

@@ -93,12 +93,16 @@ def test_bad_inputs(tmp_path):
         audio.load_audio(zero)
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10)
-    with pytest.raises(AudioError, match="cannot decode"):
+    with pytest.raises(AudioError, match="cannot decode audio .*corrupt.wav \\(corrupt or not audio\\)"):
         audio.load_audio(corrupt)
     unsupported = tmp_path / "clip.m4a"
     unsupported.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(200))
-    with pytest.raises(AudioError, match="Supported formats"):
+    with pytest.raises(AudioError, match="unsupported audio format '.m4a'"):
         audio.load_audio(unsupported)
+    random_mp3 = tmp_path / "noise.mp3"  # a known ending with bytes that are not audio
+    random_mp3.write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(AudioError, match="corrupt or not audio"):
+        audio.load_audio(random_mp3)
     nan = tmp_path / "nan.wav"
     wave = sine(440, 0.5, 16000)
     wave[100] = np.nan

@@ -46,7 +46,7 @@ def test_inspect_preset_and_folder(tiny_dir, capsys):
     assert "33,487,033,600" in out and '"model_type": "step_audio_2"' in out
     assert main(["inspect", str(tiny_dir)]) == 0
     out = capsys.readouterr().out
-    assert "<audio_patch>" in out or "audio_patch" in out
+    assert "'audio_patch': 511" in out and "tokenizer: 512 tokens" in out
     assert "tensors in 1 file(s)" in out
 
 
@@ -74,6 +74,17 @@ def test_clear_errors(tiny_dir, clip, tmp_path, capsys):
     assert main(["generate", "--model", str(tiny_dir), "--prompt", "hi", "--top-p", "2"]) == 2
     assert "top_p" in capsys.readouterr().err
     assert main(["inspect"]) == 2
+    assert "give a checkpoint folder or --preset" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", "hi", "--dtype", "float32", "--set", "seed=abc"]) == 2
+    assert "seed must be a whole number" in capsys.readouterr().err
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF0000WAVEjunk" * 20)
+    assert main(["generate", "--model", str(tiny_dir), "--audio", str(bad)]) == 2
+    assert "corrupt or not audio" in capsys.readouterr().err
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    assert main(["generate", "--model", str(tiny_dir), "--audio", str(empty)]) == 2
+    assert "empty" in capsys.readouterr().err
 
 
 @pytest.mark.integration

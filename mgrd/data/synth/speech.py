@@ -31,7 +31,7 @@ import soxr
 from mgrd.data.synth.base import SAMPLE_RATE, Family, SynthItem
 
 ESPEAK = "espeak-ng"
-UNAVAILABLE_MESSAGE = "espeak-ng not found: install it with `apt-get install espeak-ng`; speech families skipped"
+UNAVAILABLE_MESSAGE = "espeak-ng not found: the speech families need it; install it with `apt-get install espeak-ng`"
 SILENCE_LEVEL = 1e-3  # |sample| below this at either end is trimmed away
 
 

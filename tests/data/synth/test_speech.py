@@ -207,5 +207,5 @@ def test_items_have_both_chains_and_a_chance_level_substitute(name):
 def test_missing_espeak_raises_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without espeak-ng
     assert not speech.speech_available()
-    with pytest.raises(SpeechSynthUnavailable, match="espeak-ng not found: install it with `apt-get install"):
+    with pytest.raises(SpeechSynthUnavailable, match="espeak-ng not found: the speech families need it; install it with `apt-get install espeak-ng`"):
         FAMILY["voice_pitch"].make(np.random.default_rng(0), "train")
