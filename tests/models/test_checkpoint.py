@@ -240,3 +240,22 @@ def test_official_ids_only_for_the_released_vocabulary():
     assert _official_ids(cfg) == OFFICIAL_AUDIO_TOKEN_IDS
     cfg.text["vocab_size"] = 152_064  # Qwen2.5's own vocabulary has no audio tokens
     assert _official_ids(cfg) is None
+
+
+@torch.no_grad()
+def test_build_from_parts_with_a_tied_embedding_llm(tmp_path):
+    """Small Qwen2.5 models tie lm_head to the embeddings and save no lm_head.weight."""
+    from safetensors import safe_open
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    _, enc_dir, _, _ = make_parts(tmp_path)
+    torch.manual_seed(1)
+    llm = Qwen2ForCausalLM(Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    llm.save_pretrained(tmp_path / "tied")
+    with safe_open(tmp_path / "tied" / "model.safetensors", framework="pt") as f:
+        assert "lm_head.weight" not in f.keys()
+    model, _ = build_from_parts(enc_dir, tmp_path / "tied")
+    torch.testing.assert_close(model.lm_head.weight, llm.model.embed_tokens.weight)
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    torch.testing.assert_close(model(ids).logits, llm(ids).logits, atol=1e-5, rtol=1e-5)
