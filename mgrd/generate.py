@@ -235,6 +235,7 @@ def _encode_prompt_audio(model, prompts: Sequence[PromptLike]) -> list[list[torc
     return out
 
 
+@torch.no_grad()
 def prepare_batch(model, prompts: Sequence[PromptLike], num_samples: int = 1) -> _Batch:
     """Encode and embed each prompt once, left-pad them, then repeat every row `num_samples` times.
 

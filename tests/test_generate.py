@@ -20,6 +20,7 @@ from mgrd.generate import (
     apply_top_p,
     generate,
     pick_tokens,
+    prepare_batch,
     process_logits,
     stream,
     text_deltas,
@@ -121,6 +122,21 @@ def test_k_samples_encode_audio_once(model, prompts):
         handle.remove()
     assert calls == [3]  # one encoder call holding the 3 chunks of all prompts, not 4 x 3
     assert [len(samples) for samples in out] == [4, 4, 4]
+
+
+def test_prepare_batch_layout(model, prompts):
+    """Rows are prompt-major (row r = prompt r // K), left-padded, positions restart at 0, no autograd graph."""
+    batch = prepare_batch(model, prompts, num_samples=2)
+    lengths = [len(p.input_ids) for p in prompts]
+    width = max(lengths)
+    assert batch.embeds.shape == (6, width, model.config.audio.llm_dim)
+    assert not batch.embeds.requires_grad
+    for r in range(6):
+        n = lengths[r // 2]
+        assert batch.mask[r].tolist() == [0] * (width - n) + [1] * n
+        assert batch.positions[r, width - n :].tolist() == list(range(n))
+        assert batch.input_ids[r, width - n :].tolist() == list(prompts[r // 2].input_ids)
+    assert torch.equal(batch.embeds[0], batch.embeds[1])
 
 
 def test_k_samples_differ_and_are_reproducible(model, prompts):
