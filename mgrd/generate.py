@@ -274,6 +274,13 @@ class _Step:
     valid: torch.Tensor
 
 
+def _audio_placeholder_ids(model, device: torch.device) -> torch.Tensor:
+    """`[n]` ids of `<audio_start>`, `<audio_end>`, `<audio_patch>` (empty for a model without audio tokens)."""
+    ids = model.config.audio_token_ids
+    values = [] if ids is None else [ids.audio_start, ids.audio_end, ids.audio_patch]
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 def _make_generator(cfg: SamplingConfig, device: torch.device) -> torch.Generator | None:
     if cfg.seed is None:
         return None
@@ -293,6 +300,7 @@ def _decode(model, batch: _Batch, cfg: SamplingConfig, use_cache: bool) -> Itera
     arange = torch.arange(rows, device=device)
     generator = _make_generator(cfg, device)
     stop_ids = torch.tensor(cfg.stop_ids, dtype=torch.long, device=device)
+    banned = _audio_placeholder_ids(model, device)
     # Tokens the repetition penalty applies to: the prompt's real tokens (not the padding), then the output.
     # Padding scatters into an extra column that is then dropped.
     prompt_ids = torch.where(batch.mask.bool(), batch.input_ids, vocab)
@@ -312,7 +320,10 @@ def _decode(model, batch: _Batch, cfg: SamplingConfig, use_cache: bool) -> Itera
             logits_to_keep=1,
         )
         logits = out.logits[:, -1].float()
-        tokens = pick_tokens(process_logits(logits, seen, cfg), cfg.greedy, generator)
+        # The model writes text only: an audio placeholder in a completion would be read as an audio slot
+        # when the sequence is fed back (RL logprobs, SFT), so those ids are never sampled.
+        allowed = logits.index_fill(1, banned, float("-inf"))
+        tokens = pick_tokens(process_logits(allowed, seen, cfg), cfg.greedy, generator)
         yield _Step(tokens=tokens, logprobs=token_logprobs(logits, tokens), valid=running.clone())
         seen[arange, tokens] |= running
         running &= ~torch.isin(tokens, stop_ids)

@@ -316,3 +316,22 @@ def test_stream_concatenates_to_generated_text(model, prompts, tok):
         full = generate(model, [prompt], cfg, tokenizer=tok)[0][0]
         assert "".join(pieces) == full.text
         assert len(pieces) > 1
+
+
+def test_audio_placeholder_ids_are_never_sampled(model, tok, ids):
+    """A completion must be safe to feed back: force the audio ids to be the most likely and check."""
+    prompt = encode_chat(tok, user_turn("hi", [sine(440, 0.5)]))
+    banned = [ids.audio_start, ids.audio_end, ids.audio_patch]
+    with torch.no_grad():
+        embeds = model.embed(torch.tensor([prompt.input_ids]), model.encode_audio(*pad_mels(prompt.mels)))
+        hidden = model.model(inputs_embeds=embeds).last_hidden_state[0, -1]
+        model.lm_head.weight[banned] = hidden * 100  # now the audio ids lead the first step's logits
+        assert model(inputs_embeds=embeds).logits[0, -1].argmax().item() in banned
+    try:
+        [[done]] = generate(model, [prompt], SamplingConfig(temperature=0, max_new_tokens=6), tokenizer=tok)
+        assert len(done.token_ids) == 6 and not set(banned) & set(done.token_ids)
+        full = torch.tensor([prompt.input_ids + done.token_ids])
+        model(full, None, *pad_mels(prompt.mels))  # feeding it back raises no placeholder error
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(build_model(model.config, seed=0).lm_head.weight)
