@@ -19,19 +19,8 @@ from mgrd.chat import (
     render_chat,
     split_reasoning,
 )
-from mgrd.tokenizer import build_tiny_tokenizer, special_token_ids
 
 SYSTEM = {"role": "system", "content": "You are an audio expert."}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def ids(tok):
-    return special_token_ids(tok)
 
 
 def _sine(seconds: float, hz: float = 440.0) -> np.ndarray:

@@ -28,22 +28,11 @@ from mgrd.generate import (
 )
 from mgrd.models import AudioTokenIds, build_model
 from mgrd.models.presets import tiny
-from mgrd.tokenizer import build_tiny_tokenizer, special_token_ids
 
 NEG_INF = float("-inf")
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def ids(tok):
-    return special_token_ids(tok)
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ from mgrd.tokenizer import (
 )
 
 
-@pytest.fixture(scope="module")
-def tok() -> PreTrainedTokenizerFast:
-    return build_tiny_tokenizer()
-
-
 def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
