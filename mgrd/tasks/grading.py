@@ -13,9 +13,11 @@ A response is `[<think>]reasoning</think>\\nanswer`; the graded answer is the te
   (zero to ninety-nine) are understood.
 - `grade_exact`: the normalised answer equals the normalised reference.
 
-`grade(item, response)` picks the grader of the item's task. Graders return 1.0 or 0.0 and never guess
-(no random fallback, cf. `shared/reference/benchmarks.md` §9.8). This module reproduces no benchmark's
-official scorer; those live with their benchmark tasks.
+`grade(item, response)` picks the grader of the item's task: the one its registered `mgrd.tasks.Task`
+names, else one inferred from the row (`infer_grader`). This module knows no task family: it imports
+nothing from `mgrd.data.synth`, and the Task registry is only consulted, lazily, when no grader is given.
+Graders return 1.0 or 0.0 and never guess (no random fallback, cf. `shared/reference/benchmarks.md` §9.8).
+This module reproduces no benchmark's official scorer; those live with their benchmark tasks.
 """
 
 from __future__ import annotations
@@ -251,21 +253,45 @@ def grade_numeric(response: str | None, answer: str | float, *, rel_tol: float =
 GRADERS = {"choice": grade_choice, "numeric": grade_numeric, "exact": grade_exact}
 
 
-def grader_name(item: dict) -> str:
-    """The grader for a manifest row: its family's, else "choice" with choices, else "numeric" when
-    the answer is a number, else "exact"."""
-    from mgrd.data.synth import FAMILIES  # lazy: the suite imports audio and synthesis code
+def has_reasoning(response: str | None) -> bool:
+    """Whether a response holds a closed, non-empty think block (the "reasoning present" of the audio reward).
 
-    family = FAMILIES.get(item.get("task"))
-    if family is not None:
-        return family.grader
+    A completion after the `<think>\n` generation prompt counts as well as a full `<think>...</think>` text;
+    a response cut off before `</think>` has no finished reasoning and counts as absent.
+    """
+    if response is None:
+        return False
+    reasoning, answer = split_reasoning(response)
+    return answer is not None and bool(reasoning.strip())
+
+
+def infer_grader(item: dict) -> str:
+    """The grader a row implies on its own: "choice" with choices, "numeric" when the answer is a bare
+    number, else "exact"."""
     if item.get("choices"):
         return "choice"
     answer = str(item.get("answer", "")).strip()
     return "numeric" if _NUMBER.fullmatch(answer) else "exact"
 
 
-def grade(item: dict | Any, response: str | None, require_think: bool = True) -> float:
+def grader_name(item: dict) -> str:
+    """The grader for a manifest row: its registered task's (`mgrd.tasks.find_task`), else `infer_grader`."""
+    from mgrd.tasks.base import find_task  # lazy: the registry module imports this one
+
+    task = find_task(item.get("task"))
+    return task.grader if task is not None else infer_grader(item)
+
+
+def as_row(item: dict | Any) -> dict:
+    """A manifest row (dict) as is, or a loaded `Item` (any dataclass) as a dict of its fields."""
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+    if not isinstance(item, dict):
+        raise ValueError(f"an item must be a manifest row (dict) or an Item, got {type(item).__name__}")
+    return item
+
+
+def grade(item: dict | Any, response: str | None, require_think: bool = True, grader: str | None = None) -> float:
     """Score one response against a manifest row (dict) or a loaded `Item`.
 
     Args:
@@ -274,14 +300,18 @@ def grade(item: dict | Any, response: str | None, require_think: bool = True) ->
             `<think>...</think>answer` text.
         require_think: a response with no `</think>` was cut off before its answer (the Step-Audio-R1
             prompt opens the think block) and scores 0. Pass False for endpoints that answer without one.
+        grader: "choice", "numeric" or "exact"; None picks it with `grader_name`.
     Returns:
         1.0 or 0.0.
+    Raises:
+        ValueError: an unknown grader name.
     """
+    row = as_row(item)
+    name = grader if grader is not None else grader_name(row)
+    if name not in GRADERS:
+        raise ValueError(f"unknown grader {name!r}; choose one of {sorted(GRADERS)}")
     if response is None or (require_think and THINK_END not in response):
         return 0.0
-    if dataclasses.is_dataclass(item):
-        item = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
-    name = grader_name(item)
     if name == "choice":
-        return grade_choice(response, item["answer"], item.get("choices"))
-    return GRADERS[name](response, item["answer"])
+        return grade_choice(response, row["answer"], row.get("choices"))
+    return GRADERS[name](response, row["answer"])
