@@ -29,10 +29,10 @@ import torch
 
 from mgrd.audio import audio_token_count, log_mel, pad_mels
 from mgrd.generate import Prompt, SamplingConfig, generate
-from mgrd.models import AudioEncoderConfig, AudioTokenIds, ModelConfig, build_model
+from mgrd.models import AudioEncoderConfig, ModelConfig, SpecialTokenIds, build_model
 
 VOCAB = 8192
-AUDIO_IDS = AudioTokenIds(audio_start=VOCAB - 3, audio_end=VOCAB - 2, audio_patch=VOCAB - 1)
+AUDIO_IDS = SpecialTokenIds(audio_start=VOCAB - 3, audio_end=VOCAB - 2, audio_patch=VOCAB - 1)
 # Small enough for a CPU, big enough that the model, not Python, dominates a full forward.
 DIMS = dict(enc_layers=4, enc_width=384, enc_heads=6, llm_layers=8, llm_width=512, llm_heads=8, llm_kv_heads=2,
             llm_mlp=1536, vocab=VOCAB)
@@ -47,7 +47,7 @@ def bench_config() -> ModelConfig:
                 num_hidden_layers=d["llm_layers"], num_attention_heads=d["llm_heads"],
                 num_key_value_heads=d["llm_kv_heads"], max_position_embeddings=4096, rms_norm_eps=1e-6,
                 rope_theta=1_000_000.0, tie_word_embeddings=False)
-    return ModelConfig(audio=audio, text=text, audio_token_ids=AUDIO_IDS)
+    return ModelConfig(audio=audio, text=text, special_ids=AUDIO_IDS)
 
 
 def sine_mels(freq_hz: float, seconds: float) -> torch.Tensor:

@@ -11,8 +11,12 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,15 +37,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse the arguments and run the command; returns the exit code (see `run`)."""
+    return run(build_parser().parse_args(argv))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, `docker stop`, Slurm), raised where Ctrl-C would be so the same clean-up runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command: 0 success, 1 a failed check, 2 bad input (one `error: ...` line on stderr),
+    130 Ctrl-C, 143 SIGTERM, 141 when the reader of stdout went away (`mgrd ... | head`), printed quietly."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except (ValueError, FileNotFoundError, OSError) as err:  # our errors are ValueErrors with clear messages
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not report the broken pipe again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 # ------------------------------------------------------------------------------------------------ sampling flags
@@ -201,8 +235,8 @@ def cmd_inspect(args) -> int:
         print(f"  {name:<10} {n:>16,}  ({n / 1e9:.3f} B)")
     if args.path is not None:
         _print_tensors_and_tokens(args.path, config)
-    elif config.audio_token_ids:
-        print(f"\naudio token ids: {vars(config.audio_token_ids)}")
+    elif config.special_ids:
+        print(f"\naudio token ids: {config.special_ids.audio_ids}")
     return 0
 
 
@@ -225,8 +259,8 @@ def _print_tensors_and_tokens(path: Path, config) -> None:
         print(f"tokenizer: {len(tok)} tokens; special: {vars(special_token_ids(tok))}")
     except (FileNotFoundError, ValueError) as err:
         print(f"tokenizer: {err}")
-        if config.audio_token_ids:
-            print(f"audio token ids (config): {vars(config.audio_token_ids)}")
+        if config.special_ids:
+            print(f"audio token ids (config): {config.special_ids.audio_ids}")
 
 
 # ----------------------------------------------------------------------------------------------------- demo

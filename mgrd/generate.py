@@ -276,7 +276,7 @@ class _Step:
 
 def _audio_placeholder_ids(model, device: torch.device) -> torch.Tensor:
     """`[n]` ids of `<audio_start>`, `<audio_end>`, `<audio_patch>` (empty for a model without audio tokens)."""
-    ids = model.config.audio_token_ids
+    ids = model.config.special_ids
     values = [] if ids is None else [ids.audio_start, ids.audio_end, ids.audio_patch]
     return torch.tensor(values, dtype=torch.long, device=device)
 

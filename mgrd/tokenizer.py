@@ -42,27 +42,36 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 
 @dataclass(frozen=True)
 class SpecialTokenIds:
-    """Ids of the control tokens in one tokenizer.
+    """Ids of the control tokens: the one special-id type of the package.
+
+    A tokenizer fills every field (`special_token_ids`); a `config.json` carries only the three audio ids (its
+    official `audio_token_ids` key), so the others are None when no tokenizer was seen.
 
     Attributes:
-        bot, eot: turn delimiters `<|BOT|>` and `<|EOT|>`.
         audio_start, audio_end, audio_patch: the audio block `<audio_start> <audio_patch>×N <audio_end>`.
+        bot, eot: turn delimiters `<|BOT|>` and `<|EOT|>`.
         pad: padding id (the tokenizer's pad token, else `<|endoftext|>`).
         eos: the tokenizer's eos id (else `<|endoftext|>`).
     """
 
-    bot: int
-    eot: int
     audio_start: int
     audio_end: int
     audio_patch: int
-    pad: int
-    eos: int
+    bot: int | None = None
+    eot: int | None = None
+    pad: int | None = None
+    eos: int | None = None
+
+    @property
+    def audio_ids(self) -> dict[str, int]:
+        """The three audio ids, as the official `config.json` key `audio_token_ids` stores them."""
+        return {"audio_start": self.audio_start, "audio_end": self.audio_end, "audio_patch": self.audio_patch}
 
     @property
     def stop_ids(self) -> list[int]:
-        """Ids that end generation: `<|EOT|>` (end of the assistant turn), then eos if it differs."""
-        return [self.eot] if self.eos == self.eot else [self.eot, self.eos]
+        """Ids the tokenizer says end a turn: `<|EOT|>`, then eos if it differs (a model's: `ModelConfig.stop_ids`)."""
+        found = [i for i in (self.eot, self.eos) if i is not None]
+        return list(dict.fromkeys(found))
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:

@@ -26,7 +26,7 @@ from mgrd.generate import (
     text_deltas,
     token_logprobs,
 )
-from mgrd.models import AudioTokenIds, build_model
+from mgrd.models import build_model
 from mgrd.models.presets import tiny
 
 NEG_INF = float("-inf")
@@ -37,7 +37,7 @@ NEG_INF = float("-inf")
 
 @pytest.fixture(scope="module")
 def model(tok, ids):
-    config = tiny(len(tok), AudioTokenIds(ids.audio_start, ids.audio_end, ids.audio_patch))
+    config = tiny(len(tok), ids)
     return build_model(config, seed=0).eval()
 
 

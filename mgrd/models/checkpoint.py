@@ -19,15 +19,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ConfigError, ModelConfig
+from mgrd.models.config import AudioEncoderConfig, ConfigError, ModelConfig
 from mgrd.models.reasoner import AudioReasoner
+from mgrd.tokenizer import SpecialTokenIds
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 # The released checkpoints' vocabulary and placeholder ids (151688..151690); the ids are used only when
 # neither a tokenizer nor the config says otherwise and the vocabulary is the released one.
 RELEASED_VOCAB = 158_720
-OFFICIAL_AUDIO_TOKEN_IDS = AudioTokenIds(audio_start=151688, audio_end=151689, audio_patch=151690)
+OFFICIAL_AUDIO_TOKEN_IDS = SpecialTokenIds(audio_start=151688, audio_end=151689, audio_patch=151690)
 
 
 class CheckpointError(ValueError):
@@ -119,7 +120,7 @@ def load_pretrained(
     *,
     dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
-    audio_token_ids: AudioTokenIds | None = None,
+    special_ids: SpecialTokenIds | None = None,
     tokenizer=None,
     freeze_encoder: bool = True,
 ) -> AudioReasoner:
@@ -130,7 +131,7 @@ def load_pretrained(
         dtype: a torch dtype, or "auto": the config's `torch_dtype` off the CPU, float32 on the CPU.
         device: where the weights go; they are read straight onto it, shard by shard, so peak memory
             stays near the model's own size.
-        audio_token_ids: the placeholder ids; otherwise from `tokenizer` (or the tokenizer saved in the
+        special_ids: the special token ids; otherwise from `tokenizer` (or the tokenizer saved in the
             folder), the config's `audio_token_ids`, or the official ids for the released 158,720-token vocabulary.
         tokenizer: an already loaded tokenizer of this checkpoint.
         freeze_encoder: keep the audio encoder frozen (the recipe never trains it).
@@ -139,8 +140,8 @@ def load_pretrained(
     """
     path = Path(path)
     config = ModelConfig.from_file(path / "config.json")
-    from_tokenizer = _tokenizer_audio_ids_of(tokenizer) if tokenizer is not None else _tokenizer_audio_ids(path)
-    config.audio_token_ids = audio_token_ids or from_tokenizer or config.audio_token_ids or _official_ids(config)
+    from_tokenizer = _tokenizer_special_ids(tokenizer) if tokenizer is not None else _folder_special_ids(path)
+    config.special_ids = special_ids or from_tokenizer or config.special_ids or _official_ids(config)
     dtype = resolve_dtype(dtype, config, device)
     with torch.device("meta"):
         model = AudioReasoner(config, freeze_encoder=freeze_encoder)
@@ -213,15 +214,15 @@ def _preview(names: list[str], n: int = 6) -> str:
     return ", ".join(names[:n]) + (f", ... (+{len(names) - n} more)" if len(names) > n else "")
 
 
-def _tokenizer_audio_ids(path: Path) -> AudioTokenIds | None:
+def _folder_special_ids(path: Path) -> SpecialTokenIds | None:
     if not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
         return None
     from mgrd.tokenizer import load_tokenizer
 
-    return _tokenizer_audio_ids_of(load_tokenizer(path))
+    return _tokenizer_special_ids(load_tokenizer(path))
 
 
-def _official_ids(config: ModelConfig) -> AudioTokenIds | None:
+def _official_ids(config: ModelConfig) -> SpecialTokenIds | None:
     """The released ids, for the released vocabulary only (a Qwen2.5 vocabulary of 152,064 has no audio tokens)."""
     return OFFICIAL_AUDIO_TOKEN_IDS if config.text.get("vocab_size") == RELEASED_VOCAB else None
 
@@ -351,7 +352,7 @@ def build_from_parts(
             state[key] = _grow_rows(state[key], text["vocab_size"])
     config = ModelConfig(audio=qwen2_audio_encoder_config(enc_cfg, text["hidden_size"]), text=text)
     if tokenizer is not None:
-        config.audio_token_ids = _tokenizer_audio_ids_of(tokenizer)
+        config.special_ids = _tokenizer_special_ids(tokenizer)
     return _with_fresh_adapter(config, state, seed, dtype, freeze_encoder, tokenizer)
 
 
@@ -387,11 +388,10 @@ def _extend_tokenizer(llm_path: Path):
     return tok
 
 
-def _tokenizer_audio_ids_of(tokenizer) -> AudioTokenIds:
+def _tokenizer_special_ids(tokenizer) -> SpecialTokenIds:
     from mgrd.tokenizer import special_token_ids
 
-    ids = special_token_ids(tokenizer)
-    return AudioTokenIds(audio_start=ids.audio_start, audio_end=ids.audio_end, audio_patch=ids.audio_patch)
+    return special_token_ids(tokenizer)
 
 
 def _read_json(path: Path) -> dict:

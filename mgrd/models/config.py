@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgrd.tokenizer import SpecialTokenIds
+
 MODEL_TYPE = "step_audio_2"
 ADAPTER_HIDDEN = 2048  # hard-coded in the official modeling code; not in the official config
 
@@ -53,23 +55,25 @@ class AudioEncoderConfig:
         return out
 
 
-@dataclass(frozen=True)
-class AudioTokenIds:
-    """Ids of the audio placeholder tokens; they come from the tokenizer (or config), never from constants."""
-
-    audio_start: int
-    audio_end: int
-    audio_patch: int
-
-
 @dataclass
 class ModelConfig:
-    """A whole model: audio side + Qwen2 text config + where the audio tokens sit in the vocabulary."""
+    """A whole model: audio side + Qwen2 text config + the special token ids (placeholders, turn ends)."""
 
     audio: AudioEncoderConfig
     text: dict  # Qwen2Config keyword arguments, as in the official `text_config`
-    audio_token_ids: AudioTokenIds | None = None
+    special_ids: SpecialTokenIds | None = None  # config.json stores the audio ids; a tokenizer fills the rest
     extra: dict = field(default_factory=dict)  # other top-level keys (architectures, torch_dtype, ...)
+
+    def stop_ids(self) -> tuple[int, ...]:
+        """Ids that end generation: `<|EOT|>` (when known), then every id of `text_config.eos_token_id`.
+
+        Returns:
+            Distinct ids in that order, e.g. `(151665, 151643, 151645)` for a released config with its tokenizer.
+        """
+        eos = self.text.get("eos_token_id")
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        eot = [] if self.special_ids is None or self.special_ids.eot is None else [self.special_ids.eot]
+        return tuple(dict.fromkeys(int(i) for i in eot + eos))
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
@@ -90,7 +94,7 @@ class ModelConfig:
         return cls(
             audio=AudioEncoderConfig.from_dict(d["audio_encoder_config"]),
             text=copy.deepcopy(d["text_config"]),
-            audio_token_ids=AudioTokenIds(**ids) if ids else None,
+            special_ids=SpecialTokenIds(**ids) if ids else None,
             extra=extra,
         )
 
@@ -110,8 +114,8 @@ class ModelConfig:
         out.update(self.extra)
         out["audio_encoder_config"] = self.audio.to_dict()
         out["text_config"] = copy.deepcopy(self.text)
-        if self.audio_token_ids is not None:
-            out["audio_token_ids"] = vars(self.audio_token_ids).copy()
+        if self.special_ids is not None:
+            out["audio_token_ids"] = self.special_ids.audio_ids
         return out
 
     def qwen2_config(self):

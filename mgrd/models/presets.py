@@ -14,8 +14,9 @@ import torch
 
 from mgrd.models.checkpoint import OFFICIAL_AUDIO_TOKEN_IDS as RELEASED_AUDIO_IDS
 from mgrd.models.checkpoint import RELEASED_VOCAB
-from mgrd.models.config import AudioEncoderConfig, AudioTokenIds, ModelConfig
+from mgrd.models.config import AudioEncoderConfig, ModelConfig
 from mgrd.models.reasoner import AudioReasoner
+from mgrd.tokenizer import SpecialTokenIds
 
 WHISPER_LARGE = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32)
 
@@ -38,27 +39,31 @@ def _qwen2_text(hidden, intermediate, layers, heads, kv_heads, vocab, rms_eps, m
     return text
 
 
-def tiny(vocab_size: int = 512, audio_token_ids: AudioTokenIds | None = None) -> ModelConfig:
-    """CPU-sized: encoder 2 layers x 96, adapter 256 hidden, LLM 3 layers x 128 (4 heads, 2 KV heads)."""
+def tiny(vocab_size: int = 512, special_ids: SpecialTokenIds | None = None) -> ModelConfig:
+    """CPU-sized: encoder 2 layers x 96, adapter 256 hidden, LLM 3 layers x 128 (4 heads, 2 KV heads).
+
+    When `special_ids` knows eos / pad (a tokenizer's ids), `text_config` records them as the released configs do.
+    """
     audio = AudioEncoderConfig(
         n_mels=128, n_audio_ctx=1500, n_audio_state=96, n_audio_head=4, n_audio_layer=2, llm_dim=128, adapter_hidden=256
     )
-    text = _qwen2_text(128, 384, 3, 4, 2, vocab_size, 1e-6, 4096)
-    return ModelConfig(audio=audio, text=text, audio_token_ids=audio_token_ids, extra={"torch_dtype": "float32"})
+    known = {} if special_ids is None else {"eos_token_id": special_ids.eos, "pad_token_id": special_ids.pad}
+    text = _qwen2_text(128, 384, 3, 4, 2, vocab_size, 1e-6, 4096, **{k: v for k, v in known.items() if v is not None})
+    return ModelConfig(audio=audio, text=text, special_ids=special_ids, extra={"torch_dtype": "float32"})
 
 
 def step_audio_2_mini() -> ModelConfig:
     """Step-Audio-2-mini: Whisper-large encoder + Qwen2.5-7B text dims, released vocabulary."""
     audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=3584)
     text = _qwen2_text(3584, 18944, 28, 28, 4, RELEASED_VOCAB, 1e-6, 32768, eos_token_id=151643, pad_token_id=151643)
-    return ModelConfig(audio=audio, text=text, audio_token_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
+    return ModelConfig(audio=audio, text=text, special_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
 
 
 def step_audio_r1() -> ModelConfig:
     """Step-Audio-R1: Whisper-large encoder + Qwen2.5-32B text dims (64 layers, 5120 wide), vocab 158,720."""
     audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=5120)
     text = _qwen2_text(5120, 27648, 64, 40, 8, RELEASED_VOCAB, 1e-5, 65536, eos_token_id=151643, pad_token_id=151643)
-    return ModelConfig(audio=audio, text=text, audio_token_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
+    return ModelConfig(audio=audio, text=text, special_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
 
 
 PRESETS = {"tiny": tiny, "step-audio-2-mini": step_audio_2_mini, "step-audio-r1": step_audio_r1}
@@ -106,9 +111,8 @@ def init_checkpoint(preset: str, out: str | Path, *, seed: int = 0, tokenizer_di
         raise ValueError(f"preset {preset!r} needs its tokenizer: pass tokenizer_dir")
     tokenizer = build_tiny_tokenizer() if tokenizer_dir is None else load_tokenizer(tokenizer_dir)
     ids = special_token_ids(tokenizer)
-    audio_ids = AudioTokenIds(audio_start=ids.audio_start, audio_end=ids.audio_end, audio_patch=ids.audio_patch)
-    config = tiny(vocab_size=len(tokenizer), audio_token_ids=audio_ids) if preset == "tiny" else preset_config(preset)
-    config.audio_token_ids = audio_ids
+    config = tiny(vocab_size=len(tokenizer), special_ids=ids) if preset == "tiny" else preset_config(preset)
+    config.special_ids = ids
     if len(tokenizer) > config.text["vocab_size"]:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but preset {preset!r} only {config.text['vocab_size']}")
     return save_pretrained(build_model(config, seed=seed), out, tokenizer=tokenizer)

@@ -3,7 +3,7 @@
 Audio enters through placeholder tokens: each audio chunk becomes `<audio_start>`, N x `<audio_patch>`,
 `<audio_end>` in `input_ids`, and the adapter's N output vectors overwrite the `<audio_patch>` embeddings,
 chunk by chunk in reading order (row by row, left to right). The placeholder ids come from
-`AudioTokenIds` (resolved from the tokenizer or config by the loader). The forward takes and returns a
+`SpecialTokenIds` (resolved from the tokenizer or config by the loader). The forward takes and returns a
 transformers KV cache, so generation does not recompute the prompt.
 """
 
@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from mgrd.models.adapter import Adapter
-from mgrd.models.config import AudioTokenIds, ModelConfig
+from mgrd.models.config import ModelConfig
 from mgrd.models.encoder import AudioEncoder
+from mgrd.tokenizer import SpecialTokenIds
 
 
 class AudioPlaceholderError(ValueError):
@@ -51,11 +52,11 @@ class AudioReasoner(nn.Module):
             self.encoder.requires_grad_(False)
 
     @property
-    def audio_token_ids(self) -> AudioTokenIds:
-        ids = self.config.audio_token_ids
+    def special_ids(self) -> SpecialTokenIds:
+        ids = self.config.special_ids
         if ids is None:
             raise AudioPlaceholderError(
-                "this model has no audio token ids: load it with a tokenizer, or pass audio_token_ids"
+                "this model has no audio token ids: load it with a tokenizer, or pass special_ids"
             )
         return ids
 
@@ -93,9 +94,9 @@ class AudioReasoner(nn.Module):
         """Token embeddings `[B, T, D]` with each chunk's audio embeddings written over its `<audio_patch>` run."""
         embeds = self.model.embed_tokens(input_ids)
         audio_embeds = audio_embeds or []
-        if self.config.audio_token_ids is None and not audio_embeds:
+        if self.config.special_ids is None and not audio_embeds:
             return embeds  # a text-only model without audio tokens
-        runs = _patch_runs(input_ids == self.audio_token_ids.audio_patch)
+        runs = _patch_runs(input_ids == self.special_ids.audio_patch)
         if len(runs) != len(audio_embeds):
             raise AudioPlaceholderError(
                 f"input_ids hold {len(runs)} <audio_patch> run(s) but {len(audio_embeds)} audio chunk(s) were given"

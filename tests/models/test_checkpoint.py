@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mgrd.models import (
-    AudioTokenIds,
     CheckpointError,
     ConfigError,
+    SpecialTokenIds,
     build_from_parts,
     build_model,
     load_pretrained,
@@ -20,7 +20,7 @@ from mgrd.models import (
 from mgrd.models.presets import tiny
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "step_audio2_tiny"  # the golden checkpoint
-IDS = AudioTokenIds(audio_start=5, audio_end=6, audio_patch=7)
+IDS = SpecialTokenIds(audio_start=5, audio_end=6, audio_patch=7)
 
 
 def copy_fixture(tmp_path) -> Path:
@@ -33,7 +33,7 @@ def copy_fixture(tmp_path) -> Path:
 
 
 def test_fixture_saves_back_to_the_same_layout(tmp_path):
-    model = load_pretrained(FIXTURE, audio_token_ids=IDS)
+    model = load_pretrained(FIXTURE, special_ids=IDS)
     out = save_pretrained(model, tmp_path / "saved")
     original, saved = load_file(FIXTURE / "model.safetensors"), load_file(out / "model.safetensors")
     assert sorted(original) == sorted(saved)
@@ -48,12 +48,12 @@ def test_fixture_saves_back_to_the_same_layout(tmp_path):
 
 @torch.no_grad()
 def test_sharded_round_trip_gives_identical_outputs(tmp_path):
-    model = build_model(tiny(vocab_size=64, audio_token_ids=AudioTokenIds(60, 61, 62)), seed=1).eval()
+    model = build_model(tiny(vocab_size=64, special_ids=SpecialTokenIds(60, 61, 62)), seed=1).eval()
     out = save_pretrained(model, tmp_path / "sharded", max_shard_bytes=1_000_000)
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     again = load_pretrained(out)  # ids come back from config.json
-    assert again.config.audio_token_ids == model.config.audio_token_ids
+    assert again.config.special_ids == model.config.special_ids
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     torch.testing.assert_close(again(ids).logits, model(ids).logits, atol=0, rtol=0)
 
@@ -73,7 +73,7 @@ def test_missing_and_unexpected_tensors(tmp_path):
     state["encoder.blocks.1.attn.key.bias"] = torch.zeros(64)
     save_file(state, ckpt / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"1 missing tensor\(s\): encoder.blocks.1.attn.key.weight.*1 unexpected tensor\(s\): encoder.blocks.1.attn.key.bias"):
-        load_pretrained(ckpt, audio_token_ids=IDS)
+        load_pretrained(ckpt, special_ids=IDS)
 
 
 def test_mis_shaped_tensor(tmp_path):
@@ -82,7 +82,7 @@ def test_mis_shaped_tensor(tmp_path):
     state["lm_head.weight"] = torch.zeros(301, 64)
     save_file(state, ckpt / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"lm_head.weight is \(301, 64\), expected \(300, 64\)"):
-        load_pretrained(ckpt, audio_token_ids=IDS)
+        load_pretrained(ckpt, special_ids=IDS)
 
 
 def test_wrong_model_type_and_missing_files(tmp_path):
@@ -189,14 +189,14 @@ def test_build_from_parts_adds_special_tokens_to_the_llm_tokenizer(tmp_path):
     vocab = tokenizer.get_vocab()
     assert all(t in vocab for t in SPECIAL_TOKENS)
     ids = special_token_ids(tokenizer)
-    assert model.config.audio_token_ids.audio_patch == ids.audio_patch >= 95
+    assert model.config.special_ids.audio_patch == ids.audio_patch >= 95
     emb = model.model.embed_tokens.weight
     assert emb.shape[0] == len(tokenizer) == 95 + len([t for t in SPECIAL_TOKENS if t != "<|endoftext|>"])
     torch.testing.assert_close(emb[:96], llm.model.embed_tokens.weight)  # old rows kept
     torch.testing.assert_close(emb[-1], llm.model.embed_tokens.weight.mean(0))  # new rows: the mean
     out = save_pretrained(model, tmp_path / "built", tokenizer=tokenizer)
     again = load_pretrained(out)  # the saved tokenizer gives the ids back
-    assert again.config.audio_token_ids == model.config.audio_token_ids
+    assert again.config.special_ids == model.config.special_ids
 
 
 def test_build_from_parts_rejects_wrong_configs(tmp_path):
@@ -208,12 +208,12 @@ def test_build_from_parts_rejects_wrong_configs(tmp_path):
 
 
 def test_loaded_model_keeps_the_encoder_frozen_and_loads_in_bf16():
-    model = load_pretrained(FIXTURE, audio_token_ids=IDS, dtype=torch.bfloat16)
+    model = load_pretrained(FIXTURE, special_ids=IDS, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.adapter.parameters()) and model.lm_head.weight.requires_grad
     assert model.model.rotary_emb.inv_freq.dtype == torch.float32  # rotary frequencies are not rounded
-    assert load_pretrained(FIXTURE, audio_token_ids=IDS).lm_head.weight.dtype == torch.float32  # auto on CPU
+    assert load_pretrained(FIXTURE, special_ids=IDS).lm_head.weight.dtype == torch.float32  # auto on CPU
 
 
 def test_damaged_files_give_one_clear_error(tmp_path):
@@ -221,10 +221,10 @@ def test_damaged_files_give_one_clear_error(tmp_path):
     data = (ckpt / "model.safetensors").read_bytes()
     (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="model.safetensors: cannot read safetensors"):
-        load_pretrained(ckpt, audio_token_ids=IDS)
+        load_pretrained(ckpt, special_ids=IDS)
     (ckpt / "model.safetensors.index.json").write_text("not json")
     with pytest.raises(CheckpointError, match="model.safetensors.index.json: not a safetensors index"):
-        load_pretrained(ckpt, audio_token_ids=IDS)
+        load_pretrained(ckpt, special_ids=IDS)
     (ckpt / "model.safetensors.index.json").unlink()
     cfg = json.loads((ckpt / "config.json").read_text())
     (ckpt / "config.json").write_text(json.dumps({**cfg, "audio_token_ids": {"audio_start": 1}}))

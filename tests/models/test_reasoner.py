@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from mgrd.audio import load_audio, log_mel, pad_mels
 from mgrd.models import (
     AudioPlaceholderError,
-    AudioTokenIds,
+    SpecialTokenIds,
     build_model,
     load_pretrained,
     parameter_counts,
@@ -20,12 +20,12 @@ from mgrd.models import (
 from mgrd.models.presets import tiny
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "step_audio2_tiny"  # the golden checkpoint
-IDS = AudioTokenIds(audio_start=5, audio_end=6, audio_patch=7)
+IDS = SpecialTokenIds(audio_start=5, audio_end=6, audio_patch=7)
 
 
 @pytest.fixture(scope="module")
 def fixture_model():
-    return load_pretrained(FIXTURE, audio_token_ids=IDS)
+    return load_pretrained(FIXTURE, special_ids=IDS)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_golden_embeds_hold_in_a_padded_batch(fixture_model, expected):
 
 
 def tiny_model(seed=0):
-    return build_model(tiny(vocab_size=64, audio_token_ids=AudioTokenIds(60, 61, 62)), seed=seed).eval()
+    return build_model(tiny(vocab_size=64, special_ids=SpecialTokenIds(60, 61, 62)), seed=seed).eval()
 
 
 def random_mels(frames, seed=0):

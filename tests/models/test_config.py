@@ -1,0 +1,74 @@
+"""Model config: the official config.json schema, special ids and stop ids, presets' released values."""
+
+import copy
+import json
+
+import pytest
+
+from mgrd.models import ConfigError, ModelConfig, SpecialTokenIds, preset_config
+from mgrd.models.presets import tiny
+
+
+def official_dict() -> dict:
+    """A released-style nested config (values of the Step-Audio-R1 release, reference §4)."""
+    return {
+        "architectures": ["StepAudio2ForCausalLM"],
+        "model_type": "step_audio_2",
+        "audio_encoder_config": {"n_mels": 128, "n_audio_ctx": 1500, "n_audio_state": 1280, "n_audio_head": 20,
+                                 "n_audio_layer": 32, "n_codebook_size": 4096, "llm_dim": 5120, "kernel_size": 3,
+                                 "adapter_stride": 2},
+        "text_config": {"hidden_size": 5120, "intermediate_size": 27648, "num_attention_heads": 40,
+                        "num_key_value_heads": 8, "num_hidden_layers": 64, "vocab_size": 158720,
+                        "rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_position_embeddings": 65536,
+                        "eos_token_id": [151643, 151645, 151665], "pad_token_id": 151643},
+        "audio_token_ids": {"audio_start": 151688, "audio_end": 151689, "audio_patch": 151690},
+        "dtype": "bfloat16",
+    }
+
+
+def test_config_json_keeps_the_official_audio_token_ids_key():
+    config = ModelConfig.from_dict(official_dict())
+    assert config.special_ids == SpecialTokenIds(151688, 151689, 151690)
+    out = config.to_dict()
+    assert out["audio_token_ids"] == {"audio_start": 151688, "audio_end": 151689, "audio_patch": 151690}
+    assert "special_ids" not in out
+    assert out == official_dict()  # unknown keys (n_codebook_size, dtype) written back unchanged
+
+
+def test_a_tokenizers_full_ids_write_only_the_audio_ids(ids):
+    config = tiny(512, ids)
+    assert json.loads(json.dumps(config.to_dict()))["audio_token_ids"] == ids.audio_ids
+    assert ModelConfig.from_dict(config.to_dict()).special_ids == SpecialTokenIds(**ids.audio_ids)
+
+
+def test_stop_ids_are_eot_then_every_eos_id():
+    d = official_dict()
+    config = ModelConfig.from_dict(d)
+    assert config.stop_ids() == (151643, 151645, 151665)  # no tokenizer seen: <|EOT|> not known
+    config.special_ids = SpecialTokenIds(151688, 151689, 151690, eot=151665)
+    assert config.stop_ids() == (151665, 151643, 151645)  # EOT first, no repeats
+    single = copy.deepcopy(d)
+    single["text_config"]["eos_token_id"] = 151643
+    assert ModelConfig.from_dict(single).stop_ids() == (151643,)
+    del single["text_config"]["eos_token_id"]
+    del single["audio_token_ids"]
+    assert ModelConfig.from_dict(single).stop_ids() == ()
+
+
+def test_tiny_config_records_the_tokenizers_eos_and_pad(ids):
+    config = tiny(512, ids)
+    assert config.text["eos_token_id"] == ids.eos and config.text["pad_token_id"] == ids.pad
+    assert config.stop_ids() == (ids.eot, ids.eos) == (508, 506)
+    assert "eos_token_id" not in tiny(64, SpecialTokenIds(60, 61, 62)).text
+
+
+def test_released_presets_carry_the_released_ids():
+    for name in ("step-audio-2-mini", "step-audio-r1"):
+        assert preset_config(name).special_ids == SpecialTokenIds(151688, 151689, 151690)
+
+
+def test_bad_audio_token_ids_key_is_one_clear_error():
+    d = official_dict()
+    d["audio_token_ids"] = {"audio_start": 1}
+    with pytest.raises(ConfigError, match="audio_token_ids must map audio_start, audio_end and audio_patch"):
+        ModelConfig.from_dict(d)
