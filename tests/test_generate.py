@@ -324,3 +324,52 @@ def test_audio_placeholder_ids_are_never_sampled(model, tok, ids):
     finally:
         with torch.no_grad():
             model.lm_head.weight.copy_(build_model(model.config, seed=0).lm_head.weight)
+
+
+# --------------------------------------------------------------------------------------------- pinned greedy tokens
+
+# Prompts and greedy tokens recorded from `generate` before it was rebuilt on `model(...)` alone (commit 2e4b62e),
+# on `tiny(512)` built with seed 2. Recorded batched with K=2, each prompt alone, and without the cache: all agreed.
+# The smallest gap between the chosen and the runner-up (processed) logit along these paths is 4.0e-3, far
+# above float32 noise (~1e-5), so the tokens hold on any CPU.
+PINNED_PROMPTS = [
+    [507, 468, 198, 509] + [511] * 13 + [510, 54, 479, 310, 268, 502, 30, 508, 507, 455, 198, 441, 356],
+    [507, 468, 198, 509] + [511] * 6 + [510, 509] + [511] * 9 + [510]
+    + [39, 331, 271, 287, 88, 334, 292, 78, 434, 319, 30, 508, 507, 455, 198, 441, 356],
+    [507, 468, 198, 54, 71, 291, 268, 220, 17, 426, 285, 220, 18, 30, 508, 507, 455, 198, 441, 356],
+]
+PINNED_CLIPS = [[(440, 1.0)], [(300, 0.5), (600, 0.7)], []]  # (Hz, seconds) per audio block
+PINNED_TOKENS = {
+    1.0: [
+        [353, 294, 284, 294, 284, 294, 72, 319, 294, 72, 319, 294, 72, 319, 294, 294],
+        [198, 377, 336, 294, 284, 294, 72, 319, 294, 72, 319, 294, 72, 319, 294, 294],
+        [382, 142, 111, 400, 482, 333, 319, 198, 367, 333, 319, 142, 330, 26, 333, 319],
+    ],
+    1.3: [
+        [353, 294, 284, 352, 451, 336, 263, 352, 261, 319, 377, 287, 185, 55, 406, 254],
+        [353, 294, 284, 185, 377, 336, 55, 451, 147, 98, 263, 352, 451, 483, 261, 319],
+        [382, 142, 111, 400, 482, 333, 319, 294, 25, 335, 446, 10, 232, 346, 491, 481],
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def pinned_model(tok, ids):
+    return build_model(tiny(len(tok), ids), seed=2).eval()
+
+
+@pytest.fixture(scope="module")
+def pinned_prompts():
+    return [Prompt(ids, [log_mel(sine(hz, s)) for hz, s in clips]) for ids, clips in zip(PINNED_PROMPTS, PINNED_CLIPS)]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_tokens_equal_pinned(pinned_model, pinned_prompts, penalty):
+    """Batched with K=2, each prompt alone, and without the cache: the tokens recorded before the rebuild."""
+    cfg = SamplingConfig(max_new_tokens=16, temperature=0, repetition_penalty=penalty)
+    batched = generate(pinned_model, pinned_prompts, cfg, num_samples=2)
+    assert [[c.token_ids for c in samples] for samples in batched] == [[t, t] for t in PINNED_TOKENS[penalty]]
+    alone = [generate(pinned_model, [p], cfg)[0][0].token_ids for p in pinned_prompts]
+    assert alone == PINNED_TOKENS[penalty]
+    no_cache = generate(pinned_model, pinned_prompts, cfg, use_cache=False)
+    assert [samples[0].token_ids for samples in no_cache] == PINNED_TOKENS[penalty]
