@@ -1,0 +1,139 @@
+"""Sample records: round trip, FILE:LINE errors, appends that survive a killed writer, atomic rewrites."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mgrd.data.records import (
+    CompletionRecord,
+    RecordError,
+    SampleRecord,
+    append_records,
+    read_records,
+    write_records,
+)
+
+
+def make_record(i: int, k: int = 2) -> SampleRecord:
+    completions = []
+    for j in range(k):
+        comp = CompletionRecord.from_text(f"reasoning {i}.{j}\n</think>\nanswer {j}", n_tokens=7 + j,
+                                          finish_reason="stop", logprob_sum=-3.5, logprob_mean=-0.5,
+                                          token_ids=[5, 6, 7])
+        comp.add_score("correct", j % 2, "choice: correct" if j % 2 else "choice: wrong")
+        completions.append(comp)
+    completions.append(CompletionRecord.from_text("cut off mid-th", n_tokens=4, finish_reason="length"))
+    return SampleRecord(item_id=f"pitch-{i:03d}", task="pitch_compare", prompt="<|BOT|>human\n…", model="tiny",
+                        iteration=2, prompt_ids=[1, 2, 3], completions=completions, extra={"temperature": 1.0})
+
+
+def test_from_text_splits_reasoning_and_answer():
+    done = CompletionRecord.from_text("it is high\n</think>\nA", n_tokens=3, finish_reason="stop")
+    assert (done.reasoning, done.answer) == ("it is high", "A")
+    cut = CompletionRecord.from_text("still thinking", n_tokens=3, finish_reason="length")
+    assert (cut.reasoning, cut.answer) == ("still thinking", None)
+
+
+def test_round_trip_through_write_and_append(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    records = [make_record(i) for i in range(3)]
+    write_records(path, records[:2])
+    assert append_records(path, records[2:]) == 1
+    assert read_records(path) == records
+    assert path.read_text().count("\n") == 3
+    assert json.loads(path.read_text().splitlines()[0])["completions"][1]["scores"] == {
+        "correct": {"score": 1.0, "reason": "choice: correct"}}
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    write_records(path, [make_record(0)])
+    good = path.read_text()
+    path.write_text(good + "\n" + "{not json}\n" + good)  # line 2 blank, line 3 broken
+    with pytest.raises(RecordError, match=r"samples.jsonl:3: invalid JSON"):
+        read_records(path)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("task"), r":1: record is missing \['task'\]"),
+    (lambda d: d.update(iteration="2"), r":1: record.iteration must be int/null, got str"),
+    (lambda d: d.update(colour="red"), r":1: record has unknown key\(s\) \['colour'\]"),
+    (lambda d: d["completions"][0].update(finish_reason="eos"), r"completions\[0\].finish_reason must be one of"),
+    (lambda d: d["completions"][1].update(n_tokens=True), r"completions\[1\].n_tokens must be int, got bool"),
+])
+def test_field_errors_are_one_line_with_the_line_number(tmp_path, mutate, message):
+    data = make_record(0).to_dict()
+    mutate(data)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(data) + "\n")
+    with pytest.raises(RecordError, match=message):
+        read_records(path)
+
+
+def test_missing_file_and_nan_are_clear_errors(tmp_path):
+    with pytest.raises(RecordError, match="records file not found"):
+        read_records(tmp_path / "nope.jsonl")
+    bad = make_record(0)
+    bad.completions[0].logprob_sum = float("nan")
+    with pytest.raises(RecordError, match="cannot write record"):
+        append_records(tmp_path / "x.jsonl", [make_record(1), bad])
+    assert not (tmp_path / "x.jsonl").exists()  # nothing written when one record is bad
+
+
+def test_torn_last_line_is_skipped_on_read_and_cut_on_append(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    append_records(path, [make_record(0), make_record(1)])
+    line = path.read_bytes().splitlines(keepends=True)[0]
+    with open(path, "ab") as f:
+        f.write(line[: len(line) // 2])  # what a writer killed mid-line leaves
+    assert [r.item_id for r in read_records(path)] == ["pitch-000", "pitch-001"]
+    append_records(path, [make_record(2)])
+    assert [r.item_id for r in read_records(path)] == ["pitch-000", "pitch-001", "pitch-002"]
+    assert path.read_bytes().endswith(b"\n")
+
+
+WRITER = """
+import sys
+from mgrd.data.records import CompletionRecord, SampleRecord, append_records
+comps = [CompletionRecord.from_text("r" * 2000 + "</think>A", n_tokens=900, finish_reason="stop")] * 50
+i = 0
+while True:  # ~100 kB per record, so the kill often lands inside a write
+    append_records(sys.argv[1], [SampleRecord(f"pitch-{i:03d}", "pitch_compare", "p", comps)])
+    i += 1
+"""
+
+
+@pytest.mark.integration  # a real process killed with SIGKILL (~3 s: the child imports torch)
+def test_append_after_a_killed_writer_keeps_every_earlier_line(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+    try:
+        deadline = time.monotonic() + 60
+        while (not path.exists() or path.read_bytes().count(b"\n") < 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    written = read_records(path)
+    assert len(written) >= 20
+    assert [r.item_id for r in written] == [f"pitch-{i:03d}" for i in range(len(written))]
+    append_records(path, [make_record(999)])
+    after = read_records(path)
+    assert after[:-1] == written and after[-1].item_id == "pitch-999"
+
+
+def test_write_records_is_atomic_and_readable_by_others(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    write_records(path, [make_record(0)])
+    with pytest.raises(RecordError):
+        write_records(path, [make_record(1), "not a record"])
+    assert [r.item_id for r in read_records(path)] == ["pitch-000"]  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.jsonl"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
