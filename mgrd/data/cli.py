@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mgrd")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    from mgrd.cli import run  # the same exit codes, SIGTERM and broken-pipe handling as `mgrd data ...`
+
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mgrd.atomic import atomic_folder
 from mgrd.models.config import AudioEncoderConfig, ConfigError, ModelConfig
 from mgrd.models.reasoner import AudioReasoner
 from mgrd.tokenizer import SpecialTokenIds
@@ -227,16 +225,25 @@ def _official_ids(config: ModelConfig) -> SpecialTokenIds | None:
     return OFFICIAL_AUDIO_TOKEN_IDS if config.text.get("vocab_size") == RELEASED_VOCAB else None
 
 
-def save_pretrained(model: AudioReasoner, path: str | Path, *, tokenizer=None, max_shard_bytes: int = 5 * 2**30) -> Path:
+def save_pretrained(
+    model: AudioReasoner, path: str | Path, *, tokenizer=None, max_shard_bytes: int = 5 * 2**30, overwrite: bool = True
+) -> Path:
     """Save in the official layout (config.json + safetensors, sharded past `max_shard_bytes`), atomically.
 
-    Everything is written into a temporary folder beside `path` and renamed into place, so a killed save
-    leaves either the old checkpoint or the new one, never half of one.
+    Everything is written into a temporary folder beside `path` and swapped into place (`mgrd.atomic`), so a
+    save that fails or is killed half-way leaves the old checkpoint as it was; the next save to the same
+    path removes what a killed save left. Files get the usual permissions (0644 and 0755 under umask 022).
+
+    Args:
+        model: the model to save; its parameters' dtype is recorded as `torch_dtype`.
+        path: the checkpoint folder. A file there is never replaced.
+        tokenizer: saved beside the weights when given.
+        max_shard_bytes: largest shard; a bigger state dict is written as shards plus the HF index.
+        overwrite: replace a non-empty folder at `path` (False refuses it, as `mgrd init` does by default).
+    Raises:
+        TargetError: `path` is a file, or a non-empty folder and `overwrite` is False.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_folder(path, overwrite=overwrite) as tmp:
         cfg = model.config.to_dict()
         cfg["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -245,22 +252,7 @@ def save_pretrained(model: AudioReasoner, path: str | Path, *, tokenizer=None, m
             from mgrd.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`, replacing an existing `dst` only once `src` is complete."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------ build from parts

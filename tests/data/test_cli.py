@@ -2,8 +2,11 @@
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,52 @@ def test_every_flag_has_help():
     for command in commands.values():
         for action in command._actions:
             assert action.help, f"{command.prog}: {action.dest} has no help"
+
+
+def _hidden(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.integration
+def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path):
+    """A real SIGTERM (what `timeout`, `docker stop` and Slurm send) mid-suite: exit 143, no temp folder, no
+    worker tracebacks. Without the handler the process dies at once and leaves `.suite.tmp-*` behind."""
+    out = tmp_path / "suite"
+    proc = subprocess.Popen([sys.executable, "-m", "mgrd", "data", "synth", "--out", str(out), "--n", "20000",
+                             "--workers", "2", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until workers have written some wavs
+        temps = [p for p in tmp_path.iterdir() if p.name.startswith(".suite.tmp-")]
+        if temps and len(list((temps[0] / "audio").glob("*.wav"))) >= 20:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the suite finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip() == "terminated", stderr  # no BrokenPipeError or KeyboardInterrupt tracebacks
+    assert _hidden(tmp_path) == [] and not out.exists()
+
+
+def test_stale_temp_folders_of_the_same_target_are_swept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    stale = tmp_path / f".suite.tmp-{pid}-abc"
+    (stale / "audio").mkdir(parents=True)
+    live = tmp_path / f".suite.tmp-{os.getpid()}-def"  # a run still in progress: left alone
+    live.mkdir()
+    other = tmp_path / f".other.tmp-{pid}-ghi"  # another target's: left alone
+    other.mkdir()
+    assert main(["synth", "--out", str(tmp_path / "suite"), "--n", "2", "--no-progress"]) == 0
+    assert _hidden(tmp_path) == sorted([live.name, other.name])
+
+
+@pytest.mark.parametrize("args", [["data", "synth", "--list"], ["inspect", "--preset", "tiny"]])
+def test_closed_stdout_exits_quietly(args):
+    """`mgrd ... | head`: the reader goes away; no 'Broken pipe' message, exit 141 like other tools."""
+    proc = subprocess.Popen([sys.executable, "-m", "mgrd", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # nobody reads: the first write fails with EPIPE
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and stderr == ""

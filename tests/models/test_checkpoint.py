@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,9 @@ from mgrd.models import (
     load_pretrained,
     save_pretrained,
 )
+from mgrd.atomic import TargetError, current_umask
 from mgrd.models.presets import tiny
+from mgrd.tokenizer import build_tiny_tokenizer
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "step_audio2_tiny"  # the golden checkpoint
 IDS = SpecialTokenIds(audio_start=5, audio_end=6, audio_patch=7)
@@ -58,12 +63,86 @@ def test_sharded_round_trip_gives_identical_outputs(tmp_path):
     torch.testing.assert_close(again(ids).logits, model(ids).logits, atol=0, rtol=0)
 
 
-def test_save_is_atomic_and_replaces(tmp_path):
-    model = build_model(tiny(vocab_size=64), seed=0)
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_save_replaces_and_leaves_nothing_behind(tmp_path):
     target = tmp_path / "ckpt"
-    save_pretrained(model, target)
-    save_pretrained(model, target)  # replacing an existing checkpoint
+    save_pretrained(build_model(tiny(vocab_size=64), seed=0), target)
+    save_pretrained(build_model(tiny(vocab_size=64), seed=1), target)  # replacing an existing checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp or old folders left
+    torch.testing.assert_close(load_file(target / "model.safetensors")["lm_head.weight"],
+                               build_model(tiny(vocab_size=64), seed=1).lm_head.weight, atol=0, rtol=0)
+
+
+def test_save_failing_mid_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    """An injected failure after the first shard is on disk: the old checkpoint is byte-for-byte intact.
+    (Writing into the target in place would leave a new shard beside old ones.)"""
+    target = save_pretrained(build_model(tiny(vocab_size=64), seed=0), tmp_path / "ckpt", max_shard_bytes=1_000_000)
+    before = _files(target)
+    written = []
+
+    def fail_after_one(tensors, filename, metadata=None):
+        if written:
+            raise OSError("disk full (injected)")
+        save_file(tensors, filename, metadata=metadata)
+        written.append(filename)
+
+    monkeypatch.setattr("mgrd.models.checkpoint.save_file", fail_after_one)
+    with pytest.raises(OSError, match="injected"):
+        save_pretrained(build_model(tiny(vocab_size=64), seed=1), target, max_shard_bytes=1_000_000)
+    assert written and _files(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+KILL_MID_SAVE = """
+import os, signal, sys
+import mgrd.models.checkpoint as ckpt
+from mgrd.models import build_model
+from mgrd.models.presets import tiny
+real = ckpt.save_file
+def save_then_die(tensors, filename, metadata=None):
+    real(tensors, filename, metadata=metadata)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed after the first shard: no clean-up code runs
+ckpt.save_file = save_then_die
+ckpt.save_pretrained(build_model(tiny(vocab_size=64), seed=1), sys.argv[1], max_shard_bytes=1_000_000)
+"""
+
+
+def test_save_killed_mid_write_keeps_the_old_checkpoint_and_the_next_save_sweeps(tmp_path):
+    target = save_pretrained(build_model(tiny(vocab_size=64), seed=0), tmp_path / "ckpt", max_shard_bytes=1_000_000)
+    before = _files(target)
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_SAVE, str(target)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _files(target) == before
+    left = [p.name for p in tmp_path.iterdir() if p.name != "ckpt"]
+    assert len(left) == 1 and left[0].startswith(".ckpt.tmp-")  # what SIGKILL leaves ...
+    save_pretrained(build_model(tiny(vocab_size=64), seed=2), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # ... the next save of the same target removes
+
+
+def test_save_never_replaces_a_file_and_can_refuse_a_full_folder(tmp_path):
+    model = build_model(tiny(vocab_size=64), seed=0)
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF....WAVE")
+    with pytest.raises(TargetError, match="exists and is not a folder"):
+        save_pretrained(model, wav)
+    assert wav.read_bytes() == b"RIFF....WAVE" and sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep")
+    with pytest.raises(TargetError, match="not empty"):
+        save_pretrained(model, tmp_path / "notes", overwrite=False)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep"
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    """safetensors writes 0600 and mkdtemp 0700; a checkpoint gets 0644/0755 (under umask 022)."""
+    mask = current_umask()
+    out = save_pretrained(build_model(tiny(vocab_size=64), seed=0), tmp_path / "ckpt", tokenizer=build_tiny_tokenizer())
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f.name
 
 
 def test_missing_and_unexpected_tensors(tmp_path):

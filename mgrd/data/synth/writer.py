@@ -6,9 +6,11 @@ families one more). Each item draws from its own generator, `default_rng([seed, 
 so an item depends only on (seed, family, split, its index) - not on which other families are chosen,
 on the worker count or on the order in which workers finish. Same arguments, byte-identical files.
 
-Nothing is half-written: the suite is built in a temporary folder beside the target and renamed into
-place at the end; a failure or Ctrl-C removes the temporary folder. A non-empty target is refused unless
-`overwrite=True`. Bad arguments raise `SynthError` before any work starts.
+Nothing is half-written: the suite is built in a temporary folder beside the target and swapped into
+place at the end (`mgrd.atomic`); a failure or Ctrl-C removes the temporary folder (the `mgrd` command turns
+SIGTERM into the same path), and temporary folders that a killed run left are swept by the next run on the
+same target. A non-empty target is refused unless `overwrite=True`. Bad arguments raise `SynthError` before
+any work starts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
+import signal
 import zlib
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from mgrd.atomic import TargetError, check_target, swap_in, sweep_stale, temp_beside
 from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
 from mgrd.data.synth.acoustic import round_floats
 from mgrd.data.synth.base import SAMPLE_RATE, SPLITS
@@ -113,27 +116,21 @@ def _check_args(n, seed, families, split, workers) -> tuple[int, int, list[str],
 
 
 def _prepare_target(out: Path, overwrite: bool) -> Path:
-    """Check the target and make the temporary folder beside it; returns the temporary folder."""
-    if out.exists() and not out.is_dir():
-        raise SynthError(f"output path exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SynthError(f"output folder is not empty: {out} (use --overwrite to replace it)")
+    """Check the target, sweep temp folders that killed runs left beside it, and make our own temp folder."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        check_target(out, overwrite)
+        sweep_stale(out)
+        return temp_beside(out)
+    except TargetError as err:
+        raise SynthError(str(err)) from None
     except OSError as err:
         raise SynthError(f"cannot write the output folder {out}: {err.strerror or err}") from err
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place, replacing an existing target only now."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        out.rename(old / "previous")
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group, but only the parent should react (it stops
+    the pool and removes the temporary folder); workers printing KeyboardInterrupt tracebacks is noise."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _write_rows(tmp: Path, tasks: list[tuple], workers: int, progress: bool, desc: str) -> None:
@@ -146,7 +143,7 @@ def _write_rows(tmp: Path, tasks: list[tuple], workers: int, progress: bool, des
                 bar.update()
             return
         # spawn: fresh interpreters, no inherited threads or locks; imap keeps the manifest in item order.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
             for line in pool.imap(render_row, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8)))):
                 manifest.write(line + "\n")
                 bar.update()
@@ -189,8 +186,7 @@ def synthesize(out_dir, n: int, seed: int, families=None, split: str = "train", 
         _write_rows(tmp, tasks, workers, progress, desc=f"synth {split}")
         summary = _suite_summary(seed, split, names, tasks)
         (tmp / SUITE_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes the folder private; a dataset folder should not be
-        _swap_in(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
