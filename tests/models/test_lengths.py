@@ -1,0 +1,169 @@
+"""Audio lengths over their whole domain: the token-count rule against what the encoder and adapter produce.
+
+`mgrd.audio.audio_token_count(L)` decides how many `<audio_patch>` slots a prompt gets; the model decides how
+many embeddings a chunk of L mel frames becomes. The two are computed by different code, so they are compared
+here for EVERY chunk length from the shortest clip that makes a token to 3000 frames (29.98 s), not only at a
+table of round durations (an off-by-one in the count survives a table that holds only lengths where both
+versions agree). The encoder's pooled-length zeroing is checked against an independent, mask-free forward of
+each clip alone, over every residue of L mod 8. The model is tiny (width 4, no or one block) so that all
+~3000 lengths run in a few seconds; nothing here depends on the trained weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgrd.audio import audio_token_count, mel_frame_count, min_samples_for_a_token, pad_mels
+from mgrd.models import AudioPlaceholderError, build_model
+from mgrd.models.config import AudioEncoderConfig
+from mgrd.models.encoder import valid_conv_frames
+from mgrd.models.presets import tiny
+from mgrd.tokenizer import SpecialTokenIds
+
+MAX_FRAMES = 3000  # 29.98 s, the most one chunk may hold
+SHORTEST = mel_frame_count(min_samples_for_a_token())  # 5 frames: the shortest chunk that makes a token
+IDS = SpecialTokenIds(audio_start=60, audio_end=61, audio_patch=62)
+N_MELS = 2
+WIDTH = 4
+
+
+def small_model(n_layer: int = 0, **audio):
+    """A tiny AudioReasoner: encoder width 4 with `n_layer` blocks, LLM width 8 (shapes follow the real code)."""
+    cfg = tiny(vocab_size=64, special_ids=IDS)
+    cfg.text.update(hidden_size=WIDTH * 2, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=WIDTH)
+    cfg.audio = AudioEncoderConfig(
+        n_mels=N_MELS, n_audio_state=WIDTH, n_audio_head=2, n_audio_layer=n_layer, llm_dim=WIDTH * 2,
+        adapter_hidden=WIDTH, **audio,
+    )
+    return build_model(cfg, seed=0).eval()
+
+
+def random_mels(frames: list[int], seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(N_MELS, n, generator=g) for n in frames]
+
+
+@torch.no_grad()
+def encoded_lengths(model, frames: list[int], batch: int = 200) -> list[int]:
+    """How many embeddings the model gives each chunk (its `<audio_patch>` run length), batch by batch."""
+    out = []
+    for i in range(0, len(frames), batch):
+        out += [e.shape[0] for e in model.encode_audio(*pad_mels(random_mels(frames[i : i + batch], seed=i)))]
+    return out
+
+
+def test_shortest_chunk_is_five_frames():
+    assert SHORTEST == 5
+    assert [audio_token_count(n) for n in range(1, SHORTEST + 1)] == [0, 0, 0, 0, 1]
+
+
+def test_hf_count_equals_encoder_and_adapter_output_for_every_length():
+    """Kills `(L - 2 + 1) // 2 // 2` -> `(L - 2) // 2 // 2` in audio.py (wrong at L = 5 mod 8)."""
+    frames = list(range(SHORTEST, MAX_FRAMES + 1))
+    got = encoded_lengths(small_model(), frames)
+    wrong = [(n, c, audio_token_count(n)) for n, c in zip(frames, got) if c != audio_token_count(n)]
+    assert not wrong, f"{len(wrong)} lengths disagree (L, model, count), first: {wrong[:5]}"
+
+
+def test_hf_count_never_exceeds_what_a_lone_clip_produces():
+    """The count slices the adapter's output; it may drop the last frame (the HF rule) but never invent one."""
+    model = small_model()
+    for n in [*range(SHORTEST, SHORTEST + 16), 1001, 1002, 1003, 1004, 2997, 2998, 2999, 3000]:
+        with torch.no_grad():
+            feats, _ = model.encoder(*pad_mels(random_mels([n])))
+            produced = model.adapter(feats, torch.tensor([feats.shape[1]]))[0].shape[1]
+        assert audio_token_count(n) <= produced == ((n + 1) // 2 // 2 - 1) // 2 + 1, n
+
+
+def _has_token_rule() -> bool:
+    return "token_rule" in {f.name for f in dataclasses.fields(AudioEncoderConfig)}
+
+
+@pytest.mark.skipif(not _has_token_rule(), reason="AudioEncoderConfig.token_rule not in this tree yet")
+def test_vllm_count_equals_encoder_and_adapter_output_for_every_length():
+    """The official server's rule: count `((L+1)//2//2 - 1)//2 + 1`, every frame a lone clip makes is used."""
+    frames = list(range(SHORTEST, MAX_FRAMES + 1))
+    got = encoded_lengths(small_model(token_rule="vllm"), frames)
+    want = [audio_token_count(n, rule="vllm") for n in frames]
+    assert want == [((n + 1) // 2 // 2 - 1) // 2 + 1 for n in frames]
+    wrong = [(n, c, w) for n, c, w in zip(frames, got, want) if c != w]
+    assert not wrong, f"{len(wrong)} lengths disagree (L, model, count), first: {wrong[:5]}"
+    differ = [n for n in frames if audio_token_count(n, rule="vllm") != audio_token_count(n)]
+    assert differ and all(n % 8 in (3, 4) for n in differ)  # the rules part only at L mod 8 in {3, 4}
+
+
+# ---------------------------------------------------------------------------------------- pooled-length zeroing
+
+
+@torch.no_grad()
+def reference_encode(encoder, mel: torch.Tensor) -> torch.Tensor:
+    """One clip alone, the reference way: no zeroing at all, keys masked by the reference rule.
+
+    Args:
+        mel: `[n_mels, L]`.
+    Returns:
+        `[(L + 1) // 2 // 2, D]` pooled features, every frame the convolutions and pool produce.
+    """
+    x = F.gelu(encoder.conv1(mel[None]))
+    x = F.gelu(encoder.conv2(x)).transpose(1, 2)
+    keys = torch.arange(x.shape[1]) < valid_conv_frames(torch.tensor(mel.shape[-1]))
+    x = x + encoder.positional_embedding.weight[: x.shape[1]]
+    for block in encoder.blocks:
+        x = block(x, keys[None])
+    x = encoder.avg_pooler(x.transpose(1, 2)).transpose(1, 2)
+    return encoder.after_norm(x)[0]
+
+
+# every residue of L mod 8, short and near the 3000-frame limit
+RESIDUE_LENGTHS = [*range(48, 64), *range(2984, 3000)]
+
+
+@torch.no_grad()
+def test_lone_clip_keeps_every_pooled_frame():
+    """Kills `(L + 1) // 2 // 2` -> `L // 2 // 2` in encoder.py (drops a real frame when L = 3 mod 4)."""
+    model = small_model(n_layer=1)
+    for n, mel in zip(RESIDUE_LENGTHS, random_mels(RESIDUE_LENGTHS)):
+        alone, _ = model.encoder(*pad_mels([mel]))
+        want = reference_encode(model.encoder, mel)
+        assert alone.shape[1] == want.shape[0] == (n + 1) // 2 // 2, n
+        torch.testing.assert_close(alone[0], want, atol=1e-5, rtol=1e-5, msg=f"L={n}")
+
+
+@torch.no_grad()
+def test_batch_rows_equal_lone_clips_and_are_zero_past_them():
+    model = small_model(n_layer=1)
+    mels = random_mels(RESIDUE_LENGTHS, seed=1)
+    feats, _ = model.encoder(*pad_mels(mels))
+    for row, (n, mel) in enumerate(zip(RESIDUE_LENGTHS, mels)):
+        want = reference_encode(model.encoder, mel)
+        torch.testing.assert_close(feats[row, : want.shape[0]], want, atol=1e-5, rtol=1e-5, msg=f"L={n}")
+        assert not feats[row, want.shape[0] :].any(), n
+    embeds = model.encode_audio(*pad_mels(mels))
+    for n, mel, from_batch in zip(RESIDUE_LENGTHS, mels, embeds):
+        torch.testing.assert_close(from_batch, model.encode_audio(*pad_mels([mel]))[0], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- placeholder runs
+
+
+def _prompt(runs: int, n_patch: int) -> torch.Tensor:
+    block = [IDS.audio_start] + [IDS.audio_patch] * n_patch + [IDS.audio_end]
+    return torch.tensor([[1, 2] + block * runs + [3]])
+
+
+@torch.no_grad()
+def test_more_patch_runs_than_chunks_is_a_clear_error():
+    """Kills relaxing the run-count check from `!=` to `<` (extra runs would keep their text embeddings)."""
+    model = small_model()
+    n = audio_token_count(172)
+    mels, lens = pad_mels(random_mels([172]))
+    assert model(_prompt(1, n), None, mels, lens).logits.shape[1] == n + 5  # one run, one chunk: fine
+    with pytest.raises(AudioPlaceholderError, match="2 <audio_patch> run"):
+        model(_prompt(2, n), None, mels, lens)
+    with pytest.raises(AudioPlaceholderError, match="1 <audio_patch> run"):
+        model(_prompt(1, n))  # a run and no audio at all
