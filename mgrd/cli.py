@@ -196,21 +196,80 @@ def _print_stream(deltas) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- init/inspect
+# The names of `mgrd.models.presets.PRESETS`, here so that `mgrd --help` need not import torch (a test keeps
+# the two equal).
+PRESET_NAMES = ("tiny", "step-audio-2-mini", "step-audio-r1")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def _preset(name: str) -> str:
+    if name not in PRESET_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; choose from {', '.join(PRESET_NAMES)}")
+    return name
+
+
 def _add_init(sub) -> None:
-    p = sub.add_parser("init", help="write a freshly initialised checkpoint for a preset")
-    p.add_argument("--preset", default="tiny", help="tiny, step-audio-2-mini or step-audio-r1 (default tiny)")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (replaced atomically)")
+    p = sub.add_parser("init", help="write a freshly initialised (random-weight) checkpoint for a preset",
+                       description="Write a checkpoint with random weights in the official layout, with its "
+                       "tokenizer. The memory it needs is estimated first; a build that cannot fit is refused.")
+    p.add_argument("--preset", default="tiny", type=_preset, metavar="{" + ",".join(PRESET_NAMES) + "}",
+                   help="model size (default tiny; the released sizes need --tokenizer)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write; must be absent or empty unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
+                   help="weights dtype (default float32; bfloat16 halves the memory and the files)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder (needed for the released sizes)")
     p.set_defaults(func=cmd_init)
 
 
 def cmd_init(args) -> int:
-    from mgrd.models.presets import init_checkpoint
+    from mgrd.atomic import check_target
 
-    out = init_checkpoint(args.preset, args.out, seed=args.seed, tokenizer_dir=args.tokenizer)
-    print(f"wrote {args.preset} checkpoint to {out}")
+    check_target(args.out, args.overwrite)  # before minutes of work, and never over a file or someone's folder
+    if args.preset != "tiny" and args.tokenizer is None:
+        raise ValueError(f"--preset {args.preset} needs its tokenizer: pass --tokenizer DIR (a folder with tokenizer.json)")
+    import torch
+
+    from mgrd.models.presets import init_checkpoint, preset_config
+
+    dtype = getattr(torch, args.dtype)
+    check_memory(preset_config(args.preset), dtype, f"building {args.preset} in {args.dtype}")
+    out = init_checkpoint(args.preset, args.out, seed=args.seed, tokenizer_dir=args.tokenizer, dtype=dtype,
+                          overwrite=args.overwrite)
+    print(f"wrote {args.preset} checkpoint ({args.dtype}, random weights) to {out}")
     return 0
+
+
+def model_bytes(config, dtype) -> int:
+    """Bytes of a model's parameters and buffers in `dtype`, counted on the meta device (nothing allocated)."""
+    from mgrd.models import build_model
+
+    model = build_model(config, device="meta")
+    n = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    return n * dtype.itemsize
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup v2 limit; None if unknown."""
+    found = []
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        found.append(int(next(line for line in lines if line.startswith("MemAvailable:")).split()[1]) * 1024)
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    return min(found) if found else None
+
+
+def check_memory(config, dtype, what: str) -> None:
+    """Refuse, with the numbers and the fix, a build whose weights alone exceed the memory available."""
+    need, have = model_bytes(config, dtype), available_memory()
+    if have is not None and need > have:
+        smaller = "; try --dtype bfloat16" if dtype.itemsize > 2 else ""
+        raise ValueError(f"{what} needs about {need / 1e9:.1f} GB of memory but {have / 1e9:.1f} GB is "
+                         f"available{smaller}, or use a machine with more memory")
 
 
 def _add_inspect(sub) -> None:

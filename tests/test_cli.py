@@ -93,3 +93,95 @@ def test_demo_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "built the tiny model" in out and "── thinking ──" in out
     assert (tmp_path / "demo" / "model" / "tokenizer.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ init: data loss
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_init_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"\xff\xd8 precious")
+    assert main(["init", "--out", str(out)]) == 2
+    assert "output folder is not empty" in capsys.readouterr().err
+    assert _tree(tmp_path) == ["photos", "photos/holiday.jpg"]
+    assert main(["init", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "config.json").is_file() and not (out / "holiday.jpg").exists() and _tree(tmp_path)[0] == "photos"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_init_never_turns_a_file_into_a_folder(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF....WAVEfmt ")
+    for extra in ([], ["--overwrite"]):
+        assert main(["init", "--out", str(wav), *extra]) == 2
+        assert "exists and is not a folder" in capsys.readouterr().err
+    assert wav.read_bytes() == b"RIFF....WAVEfmt " and _tree(tmp_path) == ["a.wav"]  # no hidden .a.wav.old-PID
+
+
+def test_init_files_are_readable_by_others(tiny_dir):
+    from mgrd.atomic import current_umask
+
+    mask = current_umask()
+    assert tiny_dir.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert {f.name: f.stat().st_mode & 0o777 for f in tiny_dir.iterdir()} == {f.name: 0o666 & ~mask for f in tiny_dir.iterdir()}
+
+
+# ------------------------------------------------------------------------------------------- init: presets, dtype
+def test_unknown_preset_names_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["init", "--preset", "nope", "--out", "x"])
+    assert exit_info.value.code == 2
+    assert "unknown preset 'nope'; choose from tiny, step-audio-2-mini, step-audio-r1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["init", "--help"])
+    assert "{tiny,step-audio-2-mini,step-audio-r1}" in capsys.readouterr().out
+
+
+def test_cli_preset_names_are_the_presets():
+    from mgrd.cli import PRESET_NAMES
+    from mgrd.models.presets import PRESETS
+
+    assert PRESET_NAMES == tuple(PRESETS)
+
+
+def test_released_preset_without_tokenizer_names_the_flag(tmp_path, capsys):
+    assert main(["init", "--preset", "step-audio-r1", "--out", str(tmp_path / "m")]) == 2
+    assert "needs its tokenizer: pass --tokenizer DIR" in capsys.readouterr().err
+
+
+def test_memory_is_estimated_from_the_meta_build():
+    import torch
+
+    from mgrd.cli import model_bytes
+    from mgrd.models.presets import step_audio_2_mini
+
+    # 8,315,179,264 parameters + 128 rotary buffer values, 4 bytes each in float32 and 2 in bfloat16.
+    assert model_bytes(step_audio_2_mini(), torch.float32) == 8_315_179_392 * 4
+    assert model_bytes(step_audio_2_mini(), torch.bfloat16) == 8_315_179_392 * 2
+
+
+def test_init_refuses_a_build_that_cannot_fit(tmp_path, tok, capsys, monkeypatch):
+    from mgrd.tokenizer import save_tokenizer
+
+    save_tokenizer(tok, tmp_path / "tok")
+    monkeypatch.setattr("mgrd.cli.available_memory", lambda: 24 * 10**9)  # a 24 GB machine
+    assert main(["init", "--preset", "step-audio-2-mini", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "step-audio-2-mini in float32 needs about 33.3 GB of memory but 24.0 GB is available; try --dtype bfloat16" in err
+    assert not (tmp_path / "m").exists()
+    monkeypatch.setattr("mgrd.cli.available_memory", lambda: 10**6)
+    assert main(["init", "--out", str(tmp_path / "t"), "--dtype", "bfloat16"]) == 2  # checked before building
+    assert "tiny in bfloat16 needs about 0.0 GB" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_init_in_bfloat16(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    assert main(["init", "--out", str(tmp_path / "m"), "--dtype", "bfloat16"]) == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    with safe_open(tmp_path / "m" / "model.safetensors", framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}

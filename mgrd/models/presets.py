@@ -78,11 +78,19 @@ def preset_config(name: str) -> ModelConfig:
 def build_model(
     config: ModelConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int | None = 0
 ) -> AudioReasoner:
-    """A freshly initialised model (`device="meta"` builds shapes only, to count parameters)."""
+    """A freshly initialised model (`device="meta"` builds shapes only, to count parameters).
+
+    The weights are created in `dtype` (not float32 first), so peak memory is the model's own size in `dtype`.
+    """
     if seed is not None and str(device) != "meta":
         torch.manual_seed(seed)
-    with torch.device(device):
-        model = AudioReasoner(config)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = AudioReasoner(config)
+    finally:
+        torch.set_default_dtype(default)
     model = model.to(dtype)
     if str(device) != "meta":
         model.reset_rotary()
@@ -98,7 +106,10 @@ def parameter_counts(model: AudioReasoner) -> dict[str, int]:
     return parts
 
 
-def init_checkpoint(preset: str, out: str | Path, *, seed: int = 0, tokenizer_dir: str | Path | None = None) -> Path:
+def init_checkpoint(
+    preset: str, out: str | Path, *, seed: int = 0, tokenizer_dir: str | Path | None = None,
+    dtype: torch.dtype = torch.float32, overwrite: bool = True,
+) -> Path:
     """Write a freshly initialised checkpoint (official layout + tokenizer) for a preset.
 
     `tiny` gets the project's offline BPE tokenizer and a vocabulary sized to it; the released sizes need
@@ -115,4 +126,4 @@ def init_checkpoint(preset: str, out: str | Path, *, seed: int = 0, tokenizer_di
     config.special_ids = ids
     if len(tokenizer) > config.text["vocab_size"]:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but preset {preset!r} only {config.text['vocab_size']}")
-    return save_pretrained(build_model(config, seed=seed), out, tokenizer=tokenizer)
+    return save_pretrained(build_model(config, seed=seed, dtype=dtype), out, tokenizer=tokenizer, overwrite=overwrite)
