@@ -10,14 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def adapter_lengths(enc_lens: torch.Tensor, kernel_size: int = 3, stride: int = 2) -> torch.Tensor:
-    """Adapter output length per clip: `(len + 2p - k) // s + 1` with p = 1."""
-    return (enc_lens + 2 - kernel_size) // stride + 1
+from mgrd.audio import adapter_frames
 
 
 class Adapter(nn.Module):
-    """Downsample by `stride` with a conv, then a two-layer MLP into the LLM's width."""
+    """Downsample by `stride` with a conv (padding 1), then a two-layer MLP into the LLM's width."""
 
     def __init__(self, in_width: int, out_width: int, hidden: int = 2048, kernel_size: int = 3, stride: int = 2):
         super().__init__()
@@ -30,4 +27,4 @@ class Adapter(nn.Module):
         """x `[N, P, D_enc]` (zero past each clip), enc_lens `[N]` -> `[N, P', D_llm]`, token counts `[N]`."""
         x = F.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)
         x = self.linear2(F.relu(self.linear1(x)))
-        return x, adapter_lengths(enc_lens, self.kernel_size, self.stride)
+        return x, adapter_frames(enc_lens, self.kernel_size, self.stride)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgrd.audio import TOKEN_RULES, audio_token_count
 from mgrd.tokenizer import SpecialTokenIds
 
 MODEL_TYPE = "step_audio_2"
@@ -37,7 +38,16 @@ class AudioEncoderConfig:
     adapter_stride: int = 2
     adapter_hidden: int = ADAPTER_HIDDEN
     key_mask_rule: str = "step_audio"  # "qwen2_audio" for an encoder taken from a Qwen2-Audio checkpoint
+    token_rule: str = "hf"  # audio-token count and key mask: "hf" (the HF code, fixture) or "vllm" (official server)
     extra: dict = field(default_factory=dict)  # unused official keys (e.g. n_codebook_size), kept as-is
+
+    def __post_init__(self):
+        if self.token_rule not in TOKEN_RULES:
+            raise ConfigError(f"audio_encoder_config.token_rule must be one of {', '.join(TOKEN_RULES)}, got {self.token_rule!r}")
+
+    def token_count(self, mel_frames: int) -> int:
+        """Audio tokens a chunk of `mel_frames` mel frames becomes in this model (`mgrd.audio.audio_token_count`)."""
+        return audio_token_count(mel_frames, rule=self.token_rule, kernel_size=self.kernel_size, stride=self.adapter_stride)
 
     @classmethod
     def from_dict(cls, d: dict) -> "AudioEncoderConfig":
@@ -46,11 +56,14 @@ class AudioEncoderConfig:
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("extra", "adapter_hidden", "key_mask_rule")}
+        unofficial = ("extra", "adapter_hidden", "key_mask_rule", "token_rule")
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in unofficial}
         if self.adapter_hidden != ADAPTER_HIDDEN:  # only non-official settings need writing down
             out["adapter_hidden"] = self.adapter_hidden
         if self.key_mask_rule != "step_audio":
             out["key_mask_rule"] = self.key_mask_rule
+        if self.token_rule != "hf":
+            out["token_rule"] = self.token_rule
         out.update(self.extra)
         return out
 
@@ -107,6 +120,8 @@ class ModelConfig:
             d = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object, got a {type(d).__name__}")
         return cls.from_dict(d, source=str(path))
 
     def to_dict(self) -> dict:

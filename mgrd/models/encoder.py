@@ -6,8 +6,10 @@ Parameter names follow the official Step-Audio 2 checkpoints (`conv1`, `conv2`, 
 Batch invariance: every clip's output equals what it gets when encoded alone (the reference computes each
 clip alone; its padded-batch mask depends on the batch's padded length). Three things make that hold:
   1. after conv1, frames past a clip's own length are zeroed, so conv2 sees the same zero padding;
-  2. attention masks the keys past a clip's valid length (the reference rule: `(L - 1) // 2` conv frames);
+  2. attention masks the keys past a clip's valid length (`mgrd.audio.conv_frames` under the token rule:
+     "hf" `(L - 1) // 2` conv frames, "vllm" all `(L + 1) // 2`);
   3. pooled frames past a clip's own pooled length are zeroed, so the adapter conv sees zero padding.
+The valid output lengths follow the same token rule (`mgrd.audio.encoder_frames`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mgrd.audio import TOKEN_RULES, conv_frames, encoder_frames
 
 
 class EncoderAttention(nn.Module):
@@ -53,8 +57,8 @@ class EncoderBlock(nn.Module):
 
 
 def valid_conv_frames(mel_lens: torch.Tensor) -> torch.Tensor:
-    """Conv2 frames the reference attends to for clips of `mel_lens` mel frames: `((L - 2) + 1) // 2`."""
-    return (mel_lens - 1) // 2
+    """Conv2 frames the HF reference attends to for clips of `mel_lens` mel frames: `((L - 2) + 1) // 2`."""
+    return conv_frames(mel_lens, "hf")
 
 
 # Conv2 frames attended beyond `valid_conv_frames`: Step-Audio's rule, or Qwen2-Audio's `(L - 1) // 2 + 1`
@@ -65,11 +69,17 @@ KEY_MASK_RULES = {"step_audio": 0, "qwen2_audio": 1}
 class AudioEncoder(nn.Module):
     """conv1 (k3) -> conv2 (k3, s2, 50 Hz) -> + positions -> blocks -> avg-pool 2 (25 Hz) -> LayerNorm."""
 
-    def __init__(self, n_mels: int, n_ctx: int, width: int, n_head: int, n_layer: int, key_mask_rule: str = "step_audio"):
+    def __init__(
+        self, n_mels: int, n_ctx: int, width: int, n_head: int, n_layer: int, key_mask_rule: str = "step_audio",
+        token_rule: str = "hf",
+    ):
         super().__init__()
         if key_mask_rule not in KEY_MASK_RULES:
             raise ValueError(f"unknown key_mask_rule {key_mask_rule!r}; choose from {', '.join(KEY_MASK_RULES)}")
+        if token_rule not in TOKEN_RULES:
+            raise ValueError(f"unknown token_rule {token_rule!r}; choose from {', '.join(TOKEN_RULES)}")
         self.extra_key_frames = KEY_MASK_RULES[key_mask_rule]
+        self.token_rule = token_rule
         if width % n_head:
             raise ValueError(f"encoder width {width} is not divisible by {n_head} heads")
         self.n_ctx = n_ctx
@@ -89,11 +99,11 @@ class AudioEncoder(nn.Module):
         Args:
             mels: `[N, n_mels, T]` log-mel, zero past each clip's length.
             mel_lens: `[N]` mel frames per clip.
-            conv_valid_lens: `[N]` conv2 frames each clip attends to; default from the encoder's key-mask
-                rule (Step-Audio: `(L - 1) // 2`; Qwen2-Audio: one more).
+            conv_valid_lens: `[N]` conv2 frames each clip attends to; default from the token rule ("hf":
+                `(L - 1) // 2`, one more under the Qwen2-Audio key-mask rule; "vllm": all `(L + 1) // 2`).
         Returns:
             features `[N, P, D]` at 25 Hz, zero past each clip's own pooled length, and `[N]` valid
-            lengths `(L - 2 + 1) // 2 // 2` (the reference's; they fix the audio token count).
+            lengths `mgrd.audio.encoder_frames(L, token_rule)` (they fix the audio token count).
         """
         t = mels.shape[-1]
         if (t + 1) // 2 > self.n_ctx:
@@ -108,7 +118,8 @@ class AudioEncoder(nn.Module):
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # [N, T2, D]
         t2 = x.shape[1]
         if conv_valid_lens is None:
-            conv_valid_lens = torch.minimum(valid_conv_frames(mel_lens) + self.extra_key_frames, (mel_lens + 1) // 2)
+            own = conv_frames(mel_lens, self.token_rule) + self.extra_key_frames
+            conv_valid_lens = torch.minimum(own, conv_frames(mel_lens, "vllm"))  # at most every frame conv2 made
         key_mask = torch.arange(t2, device=x.device)[None, :] < conv_valid_lens.to(x.device)[:, None]  # (2)
         x = x + self.positional_embedding.weight[:t2].to(x.dtype)
         for block in self.blocks:
@@ -118,4 +129,4 @@ class AudioEncoder(nn.Module):
         pooled_lens = (mel_lens + 1) // 2 // 2  # pooled frames a lone clip has
         keep = torch.arange(x.shape[1], device=x.device)[None, :] < pooled_lens[:, None]
         x = x * keep.unsqueeze(-1).to(x.dtype)  # (3) zero past each clip
-        return x, valid_conv_frames(mel_lens) // 2
+        return x, encoder_frames(mel_lens, self.token_rule)

@@ -40,7 +40,9 @@ class AudioReasoner(nn.Module):
 
         a = config.audio
         self.config = config
-        self.encoder = AudioEncoder(a.n_mels, a.n_audio_ctx, a.n_audio_state, a.n_audio_head, a.n_audio_layer, a.key_mask_rule)
+        self.encoder = AudioEncoder(
+            a.n_mels, a.n_audio_ctx, a.n_audio_state, a.n_audio_head, a.n_audio_layer, a.key_mask_rule, a.token_rule
+        )
         self.adapter = Adapter(a.n_audio_state, a.llm_dim, a.adapter_hidden, a.kernel_size, a.adapter_stride)
         qcfg = config.qwen2_config()
         if qcfg.hidden_size != a.llm_dim:

@@ -72,3 +72,22 @@ def test_bad_audio_token_ids_key_is_one_clear_error():
     d["audio_token_ids"] = {"audio_start": 1}
     with pytest.raises(ConfigError, match="audio_token_ids must map audio_start, audio_end and audio_patch"):
         ModelConfig.from_dict(d)
+
+
+def test_token_rule_is_written_only_when_not_hf():
+    config = ModelConfig.from_dict(official_dict())
+    assert config.audio.token_rule == "hf" and "token_rule" not in config.to_dict()["audio_encoder_config"]
+    config.audio.token_rule = "vllm"
+    again = ModelConfig.from_dict(config.to_dict())
+    assert again.audio.token_rule == "vllm" and again.to_dict()["audio_encoder_config"]["token_rule"] == "vllm"
+    assert (config.audio.token_count(52), ModelConfig.from_dict(official_dict()).audio.token_count(52)) == (7, 6)
+    d = official_dict()
+    d["audio_encoder_config"]["token_rule"] = "official"
+    with pytest.raises(ConfigError, match="token_rule must be one of hf, vllm, got 'official'"):
+        ModelConfig.from_dict(d)
+
+
+def test_token_count_uses_the_configs_adapter_kernel_and_stride():
+    config = ModelConfig.from_dict(official_dict())
+    config.audio.kernel_size, config.audio.adapter_stride = 5, 4
+    assert config.audio.token_count(1002) == (250 + 2 - 5) // 4 + 1 == 62
