@@ -158,7 +158,7 @@ def cmd_generate(args) -> int:
     tokenizer = load_tokenizer(args.model)
     model = load_pretrained(args.model, tokenizer=tokenizer, dtype=args.dtype, device=_device(args.device))
     cfg = _sampling_config(args, special_token_ids(tokenizer).stop_ids)
-    prompt = encode_chat(tokenizer, _user_messages(args.audio, args.prompt, args.system), n_mels=model.config.audio.n_mels)
+    prompt = encode_chat(tokenizer, _user_messages(args.audio, args.prompt, args.system), audio_config=model.config.audio)
     with torch.inference_mode():
         if args.samples == 1 and not args.json:
             _print_stream(stream(model, prompt, cfg, tokenizer))
@@ -273,11 +273,13 @@ def check_memory(config, dtype, what: str) -> None:
 
 
 def _add_inspect(sub) -> None:
-    p = sub.add_parser("inspect", help="print config, parameter counts and special tokens",
+    p = sub.add_parser("inspect", help="print config, parameter counts and special tokens; check the weights",
                        description="Inspect a checkpoint folder or a preset. Parameters are counted on the "
-                       "meta device, so even the 33B preset needs no memory.")
+                       "meta device, so even the 33B preset needs no memory. For a folder, the weight files' "
+                       "headers are checked against config.json as `generate` would (exit 1 when it would refuse).")
     p.add_argument("path", type=Path, nargs="?", help="checkpoint folder")
-    p.add_argument("--preset", default=None, help="inspect a preset instead of a folder")
+    p.add_argument("--preset", default=None, type=_preset, metavar="{" + ",".join(PRESET_NAMES) + "}",
+                   help="inspect a preset instead of a folder")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -286,31 +288,39 @@ def cmd_inspect(args) -> int:
 
     if (args.path is None) == (args.preset is None):
         raise ValueError("give a checkpoint folder or --preset NAME")
+    if args.path is not None and not args.path.is_dir():
+        raise ValueError(f"checkpoint folder not found: {args.path}")
     config = preset_config(args.preset) if args.preset else ModelConfig.from_file(args.path / "config.json")
     counts = parameter_counts(build_model(config, device="meta"))
     print(json.dumps(config.to_dict(), indent=2))
     print("\nparameters:")
     for name, n in counts.items():
         print(f"  {name:<10} {n:>16,}  ({n / 1e9:.3f} B)")
-    if args.path is not None:
-        _print_tensors_and_tokens(args.path, config)
-    elif config.special_ids:
-        print(f"\naudio token ids: {config.special_ids.audio_ids}")
-    return 0
+    if args.path is None:
+        if config.special_ids:
+            print(f"\naudio token ids: {config.special_ids.audio_ids}")
+        return 0
+    _print_tokens(args.path, config)
+    return _report_weights(args.path, config)
 
 
-def _print_tensors_and_tokens(path: Path, config) -> None:
-    from safetensors import safe_open
+def _report_weights(path: Path, config) -> int:
+    """Print the weight files' tensor count; warn about (and return 1 for) anything `generate` would refuse."""
+    from mgrd.models.checkpoint import CheckpointError, check_checkpoint, tensor_shapes, weight_files
 
-    from mgrd.models.checkpoint import INDEX_NAME, SINGLE_NAME
+    try:
+        print(f"\n{len(tensor_shapes(path))} tensors in {len(weight_files(path))} file(s)")
+    except CheckpointError:
+        pass  # reported below with the other problems
+    problems = check_checkpoint(path, config)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if problems:
+        print(f"warning: `mgrd generate` would refuse {path} ({len(problems)} problem(s) above)", file=sys.stderr)
+    return 1 if problems else 0
 
-    files = sorted(set(json.loads((path / INDEX_NAME).read_text())["weight_map"].values())) if (path / INDEX_NAME).is_file() else [SINGLE_NAME]
-    n_tensors = 0
-    for name in files:
-        if (path / name).is_file():
-            with safe_open(path / name, framework="pt") as f:
-                n_tensors += len(list(f.keys()))
-    print(f"\n{n_tensors} tensors in {len(files)} file(s)")
+
+def _print_tokens(path: Path, config) -> None:
     try:
         from mgrd.tokenizer import load_tokenizer, special_token_ids
 

@@ -1,6 +1,7 @@
 """The `mgrd` command line: help for every command, demo, init/inspect, generate, and clear errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -185,3 +186,77 @@ def test_init_in_bfloat16(tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     with safe_open(tmp_path / "m" / "model.safetensors", framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+
+
+# --------------------------------------------------------------------------------------- inspect: what generate refuses
+def _damaged(tiny_dir, tmp_path, how: str):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    ckpt = tmp_path / how
+    shutil.copytree(tiny_dir, ckpt)
+    weights = ckpt / "model.safetensors"
+    state = load_file(weights)
+    if how == "missing":
+        del state["lm_head.weight"]
+    elif how == "unexpected":
+        state["lm_head.bias"] = torch.zeros(4)
+    elif how == "misshaped":
+        state["lm_head.weight"] = state["lm_head.weight"][:, :-1].contiguous()
+    elif how == "empty":
+        state = {}
+    if how in ("missing", "unexpected", "misshaped", "empty"):
+        save_file(state, weights)
+    elif how == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size * 3 // 4])
+    elif how == "header":
+        weights.write_bytes(b"\x00" * 5)
+    elif how == "unreadable":  # root reads mode-000 files, so make it something no one can read as a file
+        weights.unlink()
+        weights.mkdir()
+    elif how == "absent_shard":
+        index = {"metadata": {}, "weight_map": {k: "model-00001-of-00002.safetensors" for k in state}}
+        (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+        weights.rename(ckpt / "model-00002-of-00002.safetensors")
+    return ckpt
+
+
+@pytest.mark.parametrize("how, message", [
+    ("missing", "1 missing tensor(s): lm_head.weight"),
+    ("unexpected", "1 unexpected tensor(s): lm_head.bias"),
+    ("misshaped", "1 mis-shaped tensor(s): lm_head.weight is (512, 127), expected (512, 128)"),
+    ("empty", "missing tensor(s)"),
+    ("truncated", "cannot read safetensors"),
+    ("header", "cannot read safetensors"),
+    ("unreadable", "model.safetensors is not a file"),
+    ("absent_shard", "lists model-00001-of-00002.safetensors, which is missing"),
+])
+def test_inspect_warns_and_fails_on_what_generate_refuses(tiny_dir, tmp_path, capsys, how, message):
+    from mgrd.models import CheckpointError, load_pretrained
+
+    ckpt = _damaged(tiny_dir, tmp_path, how)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_pretrained(ckpt)  # generate refuses it ...
+    assert main(["inspect", str(ckpt)]) == 1  # ... so inspect says so
+    captured = capsys.readouterr()
+    assert message in captured.err and "would refuse" in captured.err and "Traceback" not in captured.err
+    assert '"model_type": "step_audio_2"' in captured.out  # the config is still shown
+
+
+def test_inspect_a_good_folder_exits_0(tiny_dir, capsys):
+    assert main(["inspect", str(tiny_dir)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_config_json_that_is_not_an_object(tiny_dir, tmp_path, capsys):
+    import shutil
+
+    ckpt = tmp_path / "list"
+    shutil.copytree(tiny_dir, ckpt)
+    (ckpt / "config.json").write_text("[1, 2]")
+    assert main(["inspect", str(ckpt)]) == 2
+    assert capsys.readouterr().err == f"error: {ckpt / 'config.json'}: expected a JSON object, got a list\n"
+    assert main(["inspect", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint folder not found" in capsys.readouterr().err

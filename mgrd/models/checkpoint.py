@@ -52,6 +52,8 @@ def weight_files(path: str | Path) -> list[Path]:
     if not names:
         raise CheckpointError(f"no model*.safetensors weights in {path}")
     for name in names:
+        if (path / name).exists() and not (path / name).is_file():
+            raise CheckpointError(f"{path / name} is not a file")
         if not (path / name).is_file():
             raise CheckpointError(f"{path / INDEX_NAME} lists {name}, which is missing")
     return [path / name for name in names]
@@ -65,6 +67,8 @@ def _open_weights(file: Path, device: str | torch.device = "cpu"):
             yield f
     except SafetensorError as err:
         raise CheckpointError(f"{file}: cannot read safetensors ({err})") from None
+    except OSError as err:
+        raise CheckpointError(f"{file}: cannot read ({err.strerror or err})") from None
 
 
 def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
@@ -189,7 +193,14 @@ def _finish(model: AudioReasoner, freeze_encoder: bool) -> AudioReasoner:
 
 
 def _check_keys(expected: dict[str, tuple], state: dict[str, tuple], source: str) -> None:
-    """Compare the model's tensor names and shapes with a checkpoint's (both as name -> shape)."""
+    """Raise `CheckpointError` listing every difference between the model's tensors and a checkpoint's."""
+    problems = key_problems(expected, state)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match config.json: " + "; ".join(problems))
+
+
+def key_problems(expected: dict[str, tuple], state: dict[str, tuple]) -> list[str]:
+    """Missing, unexpected and mis-shaped tensors (both arguments map name -> shape); empty when they match."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     problems = []
@@ -204,8 +215,27 @@ def _check_keys(expected: dict[str, tuple], state: dict[str, tuple], source: str
     ]
     if shapes:
         problems.append(f"{len(shapes)} mis-shaped tensor(s): {_preview(shapes)}")
-    if problems:
-        raise CheckpointError(f"{source}: weights do not match config.json: " + "; ".join(problems))
+    return problems
+
+
+def check_checkpoint(path: str | Path, config: ModelConfig | None = None) -> list[str]:
+    """Why `load_pretrained` would refuse a folder, read from config.json and the file headers only.
+
+    Args:
+        path: a checkpoint folder.
+        config: its config when already read (else `path/config.json`).
+    Returns:
+        One message per problem (unreadable or absent weight files, a listed shard that is missing,
+        missing/unexpected/mis-shaped tensors); empty when the weights match the config.
+    """
+    try:
+        config = config or ModelConfig.from_file(Path(path) / "config.json")
+        shapes = tensor_shapes(path)
+    except (CheckpointError, ConfigError) as err:
+        return [str(err)]
+    with torch.device("meta"):
+        model = AudioReasoner(config)
+    return key_problems({k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes)
 
 
 def _preview(names: list[str], n: int = 6) -> str:
