@@ -9,6 +9,9 @@
      the full forward (ids + audio -> encoder, adapter, LLM, lm_head over every position) at every step.
 2. Encoding: a 5 s clip encoded at its own length against the same clip padded to 30 s (3000 mel frames, the
    fixed input the transformers Qwen2-Audio encoder requires).
+3. Streaming text: turning `--stream-tokens` ids (the tiny tokenizer's, mixed text with multi-byte characters)
+   into text pieces with `text_deltas` (a short window per token) against decoding the whole prefix every step
+   (the former loop, quadratic), with the model out of the picture.
 
 Each measurement is warmed up once (decoding: with a 16-token run), then the median of `--repeats` runs is
 reported; the variants are timed in turn within each round. Torch threads are left at their default.
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from mgrd.audio import audio_token_count, log_mel, pad_mels
-from mgrd.generate import Prompt, SamplingConfig, generate
+from mgrd.generate import Prompt, SamplingConfig, decode_text, generate, text_deltas
 from mgrd.models import AudioEncoderConfig, ModelConfig, SpecialTokenIds, build_model
 
 VOCAB = 8192
@@ -102,7 +105,8 @@ def official_loop(model, prompts: list[Prompt], new_tokens: int) -> list[list[in
 
 def bench_decoding(model, batch: int, new_tokens: int, repeats: int, clip_seconds: float) -> dict:
     prompts = make_prompts(batch, clip_seconds)
-    cfg = SamplingConfig(max_new_tokens=new_tokens, temperature=0)  # no stop ids: exactly new_tokens each
+    # The only stop id is an audio id, which generation never samples: exactly new_tokens each.
+    cfg = SamplingConfig(max_new_tokens=new_tokens, temperature=0, stop_ids=(AUDIO_IDS.audio_patch,))
     short = dataclasses.replace(cfg, max_new_tokens=min(16, new_tokens))
 
     def ours(sampling: SamplingConfig, use_cache: bool) -> list[list[int]]:
@@ -146,6 +150,36 @@ def bench_encoder(model, repeats: int, seconds: float = 5.0) -> dict:
                 ratio=t_pad / t_own)
 
 
+def prefix_deltas(token_ids: list[int], decode) -> list[str]:
+    """The former streaming loop: decode every id so far at each step (quadratic in the length)."""
+    ids, emitted, pieces = [], "", []
+    for tok in token_ids:
+        ids.append(tok)
+        text = decode(ids)
+        if not text.endswith("\ufffd") and len(text) > len(emitted):
+            pieces.append(text[len(emitted) :])
+            emitted = text
+    text = decode(ids)
+    return pieces + ([text[len(emitted) :]] if len(text) > len(emitted) else [])
+
+
+def bench_streaming(n_tokens: int) -> dict:
+    from mgrd.tokenizer import build_tiny_tokenizer, tiny_corpus
+
+    tok = build_tiny_tokenizer()
+    text = " ".join(tiny_corpus()) + " é€😀 "
+    ids = []
+    while len(ids) < n_tokens:
+        ids += tok.encode(text, add_special_tokens=False)
+    ids = ids[:n_tokens]
+    decode = functools.partial(decode_text, tok)
+    variants = {"window": lambda: list(text_deltas(iter(ids), decode)), "prefix": lambda: prefix_deltas(ids, decode)}
+    runs = median_times(variants, 1)
+    full = decode(ids)
+    return dict(tokens=n_tokens, window_s=runs["window"][0], prefix_s=runs["prefix"][0],
+                same=("".join(runs["window"][1]) == "".join(runs["prefix"][1]) == full))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, 1 repeat")
@@ -153,10 +187,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
     parser.add_argument("--clip-seconds", type=float, default=5.0, help="audio per decoding prompt (<= 25)")
-    parser.add_argument("--skip-encoder", action="store_true", help="time decoding only")
+    parser.add_argument("--skip-encoder", action="store_true", help="skip the encoder timing")
+    parser.add_argument("--skip-decoding", action="store_true", help="skip the decoding timing")
+    parser.add_argument("--stream-tokens", type=int, default=8000, help="ids turned into streamed text (0 skips)")
     args = parser.parse_args()
     new_tokens, repeats = (32, 1) if args.quick else (args.new_tokens, args.repeats)
 
+    if args.stream_tokens:
+        r = bench_streaming(args.stream_tokens if not args.quick else 1000)
+        print(f"streaming text for {r['tokens']} tokens: window {r['window_s']:.2f} s, whole prefix "
+              f"{r['prefix_s']:.2f} s ({r['prefix_s'] / r['window_s']:.0f}x); same text: {r['same']}\n", flush=True)
     model = build_model(bench_config(), seed=0).eval()
     d = DIMS
     print(f"machine: {platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
@@ -167,7 +207,7 @@ def main() -> None:
     print("| batch | prompt tokens | KV cache tok/s | no-cache recompute tok/s | official loop tok/s "
           "| speed-up vs official | speed-up vs recompute | same tokens |")
     print("|---:|---:|---:|---:|---:|---:|---:|:---:|")
-    for batch in args.batches:
+    for batch in [] if args.skip_decoding else args.batches:
         r = bench_decoding(model, batch, new_tokens, repeats, args.clip_seconds)
         tps = r["tps"]
         print(f"| {r['batch']} | {r['prompt_len']} | {tps['cache']:.1f} | {tps['recompute']:.1f} | "

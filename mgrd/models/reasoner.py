@@ -5,6 +5,10 @@ Audio enters through placeholder tokens: each audio chunk becomes `<audio_start>
 chunk by chunk in reading order (row by row, left to right). The placeholder ids come from
 `SpecialTokenIds` (resolved from the tokenizer or config by the loader). The forward takes and returns a
 transformers KV cache, so generation does not recompute the prompt.
+
+`forward` is the only entry point generation and training use (so an FSDP2-wrapped or compiled model works):
+it encodes the chunks and places their embeddings by gathering, without a host sync. `encode_audio` is for
+inspection and tests. Sampling, prompts and batching live elsewhere (`mgrd.generate`, `mgrd.data.collate`).
 """
 
 from __future__ import annotations
@@ -86,64 +90,48 @@ class AudioReasoner(nn.Module):
         Returns:
             N tensors `[n_i, D_llm]`, the embeddings of each chunk's `<audio_patch>` slots.
         """
-        grad = contextlib.nullcontext() if not self.freeze_encoder else torch.no_grad()
-        with grad:
-            feats, enc_lens = self.encoder(mels, mel_lens)
+        feats, enc_lens = self._encode(mels, mel_lens)
         out, n_tokens = self.adapter(feats, enc_lens)
         return [out[i, : int(n)] for i, n in enumerate(n_tokens)]
 
-    def embed(self, input_ids: torch.Tensor, audio_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Token embeddings `[B, T, D]` with each chunk's audio embeddings written over its `<audio_patch>` run."""
-        embeds = self.model.embed_tokens(input_ids)
-        audio_embeds = audio_embeds or []
-        if self.config.special_ids is None and not audio_embeds:
-            return embeds  # a text-only model without audio tokens
-        runs = _patch_runs(input_ids == self.special_ids.audio_patch)
-        if len(runs) != len(audio_embeds):
-            raise AudioPlaceholderError(
-                f"input_ids hold {len(runs)} <audio_patch> run(s) but {len(audio_embeds)} audio chunk(s) were given"
-            )
-        for i, ((row, start, length), emb) in enumerate(zip(runs, audio_embeds)):
-            if length != emb.shape[0]:
-                raise AudioPlaceholderError(
-                    f"audio block {i} has {length} <audio_patch> tokens but its chunk encodes to "
-                    f"{emb.shape[0]} (see mgrd.audio.audio_token_count)"
-                )
-        if runs:
-            embeds = embeds.clone()
-            for (row, start, length), emb in zip(runs, audio_embeds):
-                embeds[row, start : start + length] = emb.to(embeds.dtype)
-        return embeds
-
     def forward(
         self,
-        input_ids: torch.Tensor | None = None,
+        input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         mels: torch.Tensor | None = None,
         mel_lens: torch.Tensor | None = None,
         *,
-        inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache=None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
     ) -> ReasonerOutput:
-        """Logits for a batch of token sequences with audio.
+        """Logits for a batch of token sequences with audio: the one entry point for generation and training.
+
+        The audio chunks are encoded and their embeddings placed over the `<audio_patch>` runs with tensor ops
+        only (no host sync), so the forward works under FSDP2 and `torch.compile`. Outside compilation the
+        placeholders are first checked against the chunks (one sync): on every call with `mels`, and on full
+        sequences (`cache` None) of a model with audio ids. Decoding steps (`cache` given, no `mels`) carry only
+        generated tokens, which generation never samples as audio ids, and skip the check.
 
         Args:
             input_ids: `[B, T]`, audio blocks expanded (`<audio_start>`, N x `<audio_patch>`, `<audio_end>`).
-            attention_mask: `[B, T]` 1 for real tokens (covering the cache too when decoding).
-            mels, mel_lens: the audio chunks in reading order, `[N, n_mels, L]` and `[N]`.
-            inputs_embeds: `[B, T, D]` instead of input_ids + audio (e.g. from `embed`, reused for K samples).
+            attention_mask: `[B, T_cache + T]` 1 for real tokens (covering the cache too when decoding).
+            mels, mel_lens: the audio chunks in reading order (row by row, left to right), `[N, n_mels, L]`
+                and `[N]` (`mgrd.data.collate`).
             position_ids: `[B, T]`; needed with left padding.
             cache: a transformers Cache from a previous call; use_cache: return the updated cache.
             logits_to_keep: if > 0, only the last that many positions get logits.
+        Returns:
+            `ReasonerOutput` with logits `[B, T', vocab]` and the cache when `use_cache`.
+        Raises:
+            AudioPlaceholderError: the `<audio_patch>` runs do not match the chunks in number or length.
         """
-        if inputs_embeds is None:
-            audio = self.encode_audio(mels, mel_lens) if mels is not None else None
-            inputs_embeds = self.embed(input_ids, audio)
+        embeds = self.model.embed_tokens(input_ids)
+        if mels is not None or (cache is None and self.config.special_ids is not None):
+            embeds = self._place_audio(input_ids, embeds, mels, mel_lens)
         out = self.model(
-            inputs_embeds=inputs_embeds,
+            inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
@@ -153,6 +141,57 @@ class AudioReasoner(nn.Module):
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return ReasonerOutput(logits=self.lm_head(hidden), cache=out.cache if use_cache else None)
+
+    def _place_audio(
+        self, input_ids: torch.Tensor, embeds: torch.Tensor, mels: torch.Tensor | None, mel_lens: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`[B, T, D]` embeddings with chunk i's audio embeddings over the i-th `<audio_patch>` run."""
+        is_patch = input_ids == self.special_ids.audio_patch
+        if mels is None:
+            if not torch.compiler.is_compiling():
+                _check_runs(_patch_runs(is_patch), [])
+            return embeds
+        feats, enc_lens = self._encode(mels, mel_lens)
+        audio, n_tokens = self.adapter(feats, enc_lens)  # [N, P, D], [N]
+        if not torch.compiler.is_compiling():
+            _check_runs(_patch_runs(is_patch), n_tokens.tolist())
+        chunk, offset = _run_coordinates(is_patch)
+        picked = audio[chunk.clamp(0, audio.shape[0] - 1), offset.clamp(0, audio.shape[1] - 1)]  # [B, T, D]
+        return torch.where(is_patch[..., None], picked.to(embeds.dtype), embeds)
+
+    def _encode(self, mels: torch.Tensor, mel_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features `[N, P_enc, D_enc]` and lengths `[N]`, without grad when the encoder is frozen."""
+        grad = contextlib.nullcontext() if not self.freeze_encoder else torch.no_grad()
+        with grad:
+            return self.encoder(mels, mel_lens)
+
+
+def _run_coordinates(is_patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each position of `[B, T]` bool `is_patch`: which run it is in (reading order) and its offset in it.
+
+    Tensor ops only (no host sync). Returns two `[B, T]` long tensors; values off the runs are meaningless.
+    """
+    before = torch.nn.functional.pad(is_patch[:, :-1], (1, 0), value=False)
+    starts = (is_patch & ~before).flatten()
+    flags = is_patch.flatten().long()
+    chunk = starts.long().cumsum(0) - 1
+    earlier = flags.cumsum(0) - flags  # patch tokens strictly before each position
+    run_base = torch.where(starts, earlier, torch.zeros_like(earlier)).cummax(0).values
+    return chunk.view_as(is_patch), (earlier - run_base).view_as(is_patch)
+
+
+def _check_runs(runs: list[tuple[int, int, int]], n_tokens: list[int]) -> None:
+    """Raise `AudioPlaceholderError` unless there is one run per chunk, each as long as its chunk encodes to."""
+    if len(runs) != len(n_tokens):
+        raise AudioPlaceholderError(
+            f"input_ids hold {len(runs)} <audio_patch> run(s) but {len(n_tokens)} audio chunk(s) were given"
+        )
+    for i, ((_, _, length), n) in enumerate(zip(runs, n_tokens)):
+        if length != n:
+            raise AudioPlaceholderError(
+                f"audio block {i} has {length} <audio_patch> tokens but its chunk encodes to {n} "
+                "(see mgrd.audio.audio_token_count)"
+            )
 
 
 def _patch_runs(is_patch: torch.Tensor) -> list[tuple[int, int, int]]:

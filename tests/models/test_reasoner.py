@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mgrd.audio import load_audio, log_mel, pad_mels
+from mgrd.audio import audio_token_count, load_audio, log_mel, pad_mels
 from mgrd.models import (
     AudioPlaceholderError,
     SpecialTokenIds,
@@ -85,8 +85,6 @@ def prompt_ids(n_patch: int, prefix: list[int], suffix: list[int]) -> list[int]:
 def test_forward_batch_equals_single():
     model = tiny_model()
     mels = random_mels([172, 322], seed=1)
-    from mgrd.audio import audio_token_count
-
     rows = [
         prompt_ids(audio_token_count(172), [1, 2, 3], [4, 5]),
         prompt_ids(audio_token_count(322), [7], [8, 9, 10, 11]),
@@ -145,3 +143,31 @@ def test_tiny_is_tiny():
     np.testing.assert_array_equal(
         tiny_model(seed=3).lm_head.weight.detach().numpy(), tiny_model(seed=3).lm_head.weight.detach().numpy()
     )
+
+
+@torch.no_grad()
+def test_audio_placed_run_by_run_across_rows():
+    """Gathered placement == writing each chunk over its run by hand, also when runs touch a row boundary."""
+    model = tiny_model()
+    mels = random_mels([172, 53, 322], seed=2)
+    n = [audio_token_count(m.shape[-1]) for m in mels]
+    rows = [[1] + [60] + [62] * n[0] + [61, 2] + [62] * n[1], [62] * n[2] + [61, 3]]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    got = model(ids, None, *pad_mels(mels)).logits
+    embeds = model.model.embed_tokens(ids)
+    starts = [(0, 2), (0, len(rows[0]) - n[1]), (1, 0)]
+    for (row, start), emb in zip(starts, model.encode_audio(*pad_mels(mels))):
+        embeds[row, start : start + emb.shape[0]] = emb
+    want = model.lm_head(model.model(inputs_embeds=embeds).last_hidden_state)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_run_coordinates_need_no_host_sync():
+    """`fullgraph=True` fails on any data-dependent host read (`.tolist()`, `nonzero`, boolean indexing)."""
+    from mgrd.models.reasoner import _run_coordinates
+
+    is_patch = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 0, 0, 1]], dtype=torch.bool)
+    chunk, offset = torch.compile(_run_coordinates, fullgraph=True, backend="eager")(is_patch)
+    assert chunk[is_patch].tolist() == [0, 0, 1, 2, 2, 3]
+    assert offset[is_patch].tolist() == [0, 1, 0, 0, 1, 0]

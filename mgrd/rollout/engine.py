@@ -1,0 +1,283 @@
+"""The decode loop, driven through `model(...)` alone, and the rollout engine built on it.
+
+`rollout()` collates the prompts (`mgrd.data.collate.collate_prompts`), prefills them once (each prompt's audio
+encoded once, inside the model's forward), repeats the KV cache K times (`batch_repeat_interleave`) and
+decodes one token per step. The model is only ever called, never reached into, so an FSDP2-wrapped or
+`torch.compile`d model works. Per-token log-probs stay on the device and are stacked once at the end; the
+only host read per step is one `running.any()` to end early.
+
+`use_cache=False` is the reference loop: every step runs the whole sequence (audio included) through the model.
+Both paths share the sampling code, so greedy tokens agree. The logit maths lives in `mgrd.generate`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence
+
+import torch
+
+from mgrd.data.collate import PromptBatch, PromptLike, collate_prompts
+from mgrd.generate import SamplingConfig, decode_text, pick_tokens, process_logits
+from mgrd.rollout.batch import RolloutBatch
+
+DEFAULT_MAX_POSITIONS = 32768  # transformers' Qwen2Config default, for a text_config that does not say
+
+
+class Rollout(Protocol):
+    """A sampling engine: K completions for each prompt, as tensors."""
+
+    def generate(self, prompts: Sequence[PromptLike], cfg: SamplingConfig, num_samples: int = 1) -> RolloutBatch: ...
+
+
+@dataclass
+class TorchRollout:
+    """The in-process engine: `rollout()` on one model (plain, FSDP2-wrapped or compiled)."""
+
+    model: torch.nn.Module
+    tokenizer: object | None = None
+    use_cache: bool = True
+
+    def generate(self, prompts: Sequence[PromptLike], cfg: SamplingConfig, num_samples: int = 1) -> RolloutBatch:
+        return rollout(self.model, prompts, cfg, num_samples=num_samples, tokenizer=self.tokenizer,
+                       use_cache=self.use_cache)
+
+
+@dataclass
+class Step:
+    """One decoding step over R rows, all `[R]`: the chosen `tokens`, their log-prob under the distribution
+    sampled from (`logprobs`) and under the raw policy (`policy_logprobs`), and `valid` (False for rows that
+    had already stopped; their entries mean nothing)."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    policy_logprobs: torch.Tensor
+    valid: torch.Tensor
+
+
+@torch.no_grad()
+def rollout(
+    model,
+    prompts: Sequence[PromptLike],
+    cfg: SamplingConfig,
+    *,
+    num_samples: int = 1,
+    tokenizer=None,
+    use_cache: bool = True,
+) -> RolloutBatch:
+    """Sample `num_samples` completions for each prompt, in one batch.
+
+    Args:
+        model: an `AudioReasoner`, possibly FSDP2-wrapped or compiled; called as `model(...)` only.
+        prompts: B prompts (`mgrd.chat.ChatInputs` or `mgrd.generate.Prompt`).
+        cfg: sampling settings; `cfg.stop_ids` add to the model's own (`ModelConfig.stop_ids()`).
+        num_samples: K completions per prompt.
+        tokenizer: decodes `texts` (special tokens skipped); None leaves them "".
+        use_cache: False recomputes the full sequence each step (the reference loop).
+    Returns:
+        A `RolloutBatch` of B x K rows, prompt-major.
+    Raises:
+        ValueError: no prompts, an empty prompt, K < 1, no stop id at all, or a prompt that fills the context.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    batch, kwargs = _setup(model, prompts, cfg, use_cache)
+    steps = list(decode_steps(model, batch, cfg, num_samples=num_samples, **kwargs))
+    return _assemble(batch, steps, num_samples, kwargs["stop_ids"], kwargs["pad_id"], tokenizer)
+
+
+@torch.no_grad()
+def stream_tokens(model, prompt: PromptLike, cfg: SamplingConfig) -> Iterator[int]:
+    """Generate one completion for `prompt` and yield its ids as they come (one host read per token)."""
+    batch, kwargs = _setup(model, [prompt], cfg, use_cache=True)
+    for step in decode_steps(model, batch, cfg, num_samples=1, **kwargs):
+        yield int(step.tokens[0])
+
+
+def _setup(model, prompts: Sequence[PromptLike], cfg: SamplingConfig, use_cache: bool) -> tuple[PromptBatch, dict]:
+    """Check the call, collate the prompts onto the model's device; returns them and `decode_steps` kwargs."""
+    max_new = fit_context(model.config, prompts, cfg.max_new_tokens)
+    stop_ids = resolve_stop_ids(model.config, cfg)
+    pad_id = _pad_id(model.config)
+    batch = collate_prompts(prompts, pad_id).to(_device(model))
+    kwargs = dict(stop_ids=stop_ids, pad_id=pad_id, max_new_tokens=max_new, use_cache=use_cache,
+                  chunks_per_prompt=[len(p.mels) for p in prompts])
+    return batch, kwargs
+
+
+def resolve_stop_ids(config, cfg: SamplingConfig) -> tuple[int, ...]:
+    """The model's stop ids (`<|EOT|>`, `text_config.eos_token_id`) then `cfg.stop_ids`, without repeats."""
+    ids = tuple(dict.fromkeys(tuple(config.stop_ids()) + tuple(cfg.stop_ids)))
+    if not ids:
+        raise ValueError(
+            "no stop ids: the model config knows no <|EOT|> or eos_token_id and SamplingConfig.stop_ids is empty "
+            "(load the model with its tokenizer, or pass stop_ids)"
+        )
+    return ids
+
+
+def fit_context(config, prompts: Sequence[PromptLike], max_new_tokens: int) -> int:
+    """`max_new_tokens`, capped (with a warning) so the longest prompt plus its completion fit the positions.
+
+    Raises:
+        ValueError: no prompts, an empty prompt, or a prompt that leaves no position for a new token.
+    """
+    if len(prompts) == 0:
+        raise ValueError("generate needs at least one prompt")
+    for i, p in enumerate(prompts):
+        if len(p.input_ids) == 0:
+            raise ValueError(f"prompt {i} has no tokens")
+    limit = int(config.text.get("max_position_embeddings", DEFAULT_MAX_POSITIONS))
+    longest = max(len(p.input_ids) for p in prompts)
+    if longest >= limit:
+        raise ValueError(
+            f"prompt of {longest} tokens does not fit the model's {limit} positions (max_position_embeddings) "
+            "with room for a new token: shorten it or cut the audio"
+        )
+    if max_new_tokens > limit - longest:
+        warnings.warn(
+            f"max_new_tokens {max_new_tokens} capped to {limit - longest}: the longest prompt has {longest} of the "
+            f"model's {limit} positions",
+            stacklevel=3,
+        )
+        return limit - longest
+    return max_new_tokens
+
+
+@torch.no_grad()
+def decode_steps(
+    model,
+    batch: PromptBatch,
+    cfg: SamplingConfig,
+    *,
+    num_samples: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    max_new_tokens: int,
+    use_cache: bool = True,
+    chunks_per_prompt: Sequence[int] = (),
+) -> Iterator[Step]:
+    """Yield one `Step` per generated position until every row stopped or `max_new_tokens` is reached.
+
+    Rows are prompt-major (row r = sample r % K of prompt r // K). With the cache the B prompts are prefilled
+    once and the cache repeated K times; without it every step runs prompt + tokens so far, audio included
+    (`chunks_per_prompt` says which chunks each row repeats). Finished rows go on with a masked pad token so
+    the batch keeps its shape; their outputs are marked invalid.
+
+    Args:
+        model: called as `model(...)` only. batch: the B collated prompts, on the model's device.
+        cfg: sampling settings (its `max_new_tokens` and `stop_ids` are not read: pass the resolved ones).
+        num_samples: K rows per prompt. stop_ids: ids that end a row. pad_id: fed to finished rows (masked).
+    """
+    k = num_samples
+    device = batch.input_ids.device
+    rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
+    prompt_ids, mask, positions = rep(batch.input_ids), rep(batch.attention_mask), rep(batch.position_ids)
+    rows = prompt_ids.shape[0]
+    mels, mel_lens = _repeat_chunks(batch, chunks_per_prompt, k) if not use_cache else (batch.mels, batch.mel_lens)
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    banned = _audio_ids(model.config, device)
+    generator = None if cfg.seed is None else torch.Generator(device=device).manual_seed(cfg.seed)
+    running = torch.ones(rows, dtype=torch.bool, device=device)
+    ids_so_far, pos_so_far, cache, seen, arange = prompt_ids, positions, None, None, torch.arange(rows, device=device)
+    for step in range(max_new_tokens):
+        if step == 0 and use_cache:
+            out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens,
+                        position_ids=batch.position_ids, use_cache=True, logits_to_keep=1)
+            cache = out.cache
+            if k > 1:
+                cache.batch_repeat_interleave(k)
+            logits = rep(out.logits[:, -1])
+        elif use_cache:
+            out = model(ids_so_far[:, -1:], mask, position_ids=pos_so_far[:, -1:], cache=cache, use_cache=True,
+                        logits_to_keep=1)
+            cache, logits = out.cache, out.logits[:, -1]
+        else:
+            out = model(ids_so_far, mask, mels, mel_lens, position_ids=pos_so_far, logits_to_keep=1)
+            logits = out.logits[:, -1]
+        logits = logits.float()
+        if seen is None:
+            seen = _seen_prompt_tokens(prompt_ids, mask, logits.shape[-1])
+        processed = process_logits(logits.index_fill(1, banned, float("-inf")), seen, cfg)
+        tokens = pick_tokens(processed, cfg.greedy, generator)
+        yield Step(tokens=tokens, logprobs=_at(processed.log_softmax(-1), tokens),
+                   policy_logprobs=_at(logits.log_softmax(-1), tokens), valid=running.clone())
+        seen[arange, tokens] |= running
+        running &= ~torch.isin(tokens, stop)
+        if step == max_new_tokens - 1 or not bool(running.any()):
+            return
+        fed = torch.where(running, tokens, torch.full_like(tokens, pad_id))
+        mask = torch.cat([mask, running[:, None].to(mask.dtype)], dim=1)
+        ids_so_far = torch.cat([ids_so_far, fed[:, None]], dim=1)
+        pos_so_far = torch.cat([pos_so_far, pos_so_far[:, -1:] + 1], dim=1)
+
+
+def _at(logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """`[R]` entries of `[R, V]` at `[R]` token ids."""
+    return logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _seen_prompt_tokens(prompt_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """`[R, V]` bool, True for each row's real prompt tokens (the repetition penalty's starting set).
+
+    Padding scatters into an extra column that is then dropped.
+    """
+    ids = torch.where(mask.bool(), prompt_ids, vocab)
+    seen = torch.zeros(ids.shape[0], vocab + 1, dtype=torch.bool, device=ids.device).scatter_(1, ids, True)
+    return seen[:, :vocab].contiguous()
+
+
+def _audio_ids(config, device: torch.device) -> torch.Tensor:
+    """`[n]` ids never sampled: `<audio_start>`, `<audio_end>`, `<audio_patch>` (a completion fed back would
+    otherwise be read as holding audio slots); empty for a model without audio ids."""
+    ids = config.special_ids
+    values = [] if ids is None else [ids.audio_start, ids.audio_end, ids.audio_patch]
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def _repeat_chunks(batch: PromptBatch, chunks_per_prompt: Sequence[int], k: int):
+    """mels and mel_lens with each prompt's chunks repeated for its K rows (reading order of the R rows)."""
+    if batch.mels is None:
+        return None, None
+    if sum(chunks_per_prompt) != batch.mels.shape[0]:
+        raise ValueError(f"chunks_per_prompt {list(chunks_per_prompt)} do not add up to {batch.mels.shape[0]} chunks")
+    order, start = [], 0
+    for n in chunks_per_prompt:
+        order += list(range(start, start + n)) * k
+        start += n
+    index = torch.tensor(order, dtype=torch.long, device=batch.mels.device)
+    return batch.mels[index], batch.mel_lens[index]
+
+
+def _assemble(batch: PromptBatch, steps: list[Step], k: int, stop_ids, pad_id: int, tokenizer) -> RolloutBatch:
+    """Stack the steps (once) into a `RolloutBatch`; texts and finish reasons need one host read."""
+    valid = torch.stack([s.valid for s in steps], dim=1)
+    tokens = torch.stack([s.tokens for s in steps], dim=1)
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=tokens.device)
+    stopped = (torch.isin(tokens, stop) & valid).any(dim=1)
+    response_ids = tokens.masked_fill(~valid, pad_id)
+    lengths, stopped = valid.sum(1).tolist(), stopped.tolist()
+    ids = response_ids.tolist()
+    texts = [decode_text(tokenizer, row[:n]) if tokenizer is not None else "" for row, n in zip(ids, lengths)]
+    return RolloutBatch(
+        prompt_ids=batch.input_ids.repeat_interleave(k, dim=0),
+        prompt_mask=batch.attention_mask.repeat_interleave(k, dim=0),
+        response_ids=response_ids,
+        response_mask=valid.long(),
+        logprobs=torch.stack([s.logprobs for s in steps], dim=1).masked_fill(~valid, 0.0),
+        policy_logprobs=torch.stack([s.policy_logprobs for s in steps], dim=1).masked_fill(~valid, 0.0),
+        group_ids=torch.arange(batch.input_ids.shape[0], device=tokens.device).repeat_interleave(k),
+        finish_reasons=["stop" if s else "length" for s in stopped],
+        texts=texts,
+    )
+
+
+def _pad_id(config) -> int:
+    ids = config.special_ids
+    return ids.pad if ids is not None and ids.pad is not None else 0
+
+
+def _device(model) -> torch.device:
+    """Where the model's inputs go: the device of its first parameter (plain, FSDP2 DTensor or compiled)."""
+    return next(model.parameters()).device
