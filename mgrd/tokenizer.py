@@ -7,7 +7,8 @@ CPU speedrun use the same code path as a 33B checkpoint. `special_token_ids` res
 needs from whichever tokenizer is in use; no id is ever a constant.
 
 `<think>` / `</think>` are plain multi-token text, not special tokens (reference §7). This module does no chat
-rendering (`mgrd.chat`) and no model code.
+rendering (`mgrd.chat`, whose Jinja `CHAT_TEMPLATE` the tiny tokenizer carries and `save_tokenizer` writes) and
+no model code.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokeniz
     Args:
         vocab_size: total size including the special tokens (default 512: 256 bytes + 250 merges + 6 special).
     Returns:
-        A `PreTrainedTokenizerFast` with `len(tokenizer) == vocab_size`.
+        A `PreTrainedTokenizerFast` with `len(tokenizer) == vocab_size` and mgrd's `chat_template`.
     Raises:
         ValueError: if `vocab_size` is below 256 bytes + the special tokens, or above what the corpus can reach.
     """
@@ -165,12 +166,15 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokeniz
             f"the embedded corpus yields at most {tok.get_vocab_size() + n_special} tokens, asked for {vocab_size}"
         )
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    from mgrd.chat import CHAT_TEMPLATE  # chat builds on this module, so it is imported here
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,
         pad_token=EOS_TOKEN,
         additional_special_tokens=list(SPECIAL_TOKENS[1:]),
         clean_up_tokenization_spaces=False,  # decode must give the exact text back (as Qwen2.5 sets it)
+        chat_template=CHAT_TEMPLATE,
     )
 
 
@@ -309,7 +313,9 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) 
 
     Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` with `save_pretrained`, then
     replaces transformers 5's generic class name `TokenizersBackend` (unknown to 4.x) by `PreTrainedTokenizerFast`
-    and stores the extra special tokens under the key both versions read (`additional_special_tokens`).
+    and stores the extra special tokens under the key both versions read (`additional_special_tokens`). mgrd's
+    chat template (`mgrd.chat.CHAT_TEMPLATE`, what `encode_chat` builds) replaces any other: it goes in
+    `chat_template.jinja` (transformers 5) and under `chat_template` in `tokenizer_config.json` (4.x).
 
     Returns:
         The folder.
@@ -317,8 +323,12 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(folder))
+    from mgrd.chat import CHAT_TEMPLATE
+
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
+    config["chat_template"] = CHAT_TEMPLATE
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     if isinstance(config.get("extra_special_tokens"), list):

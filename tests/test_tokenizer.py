@@ -133,6 +133,27 @@ def test_save_and_load_round_trip(tok, tmp_path):
     assert len(loaded) == len(tok)
 
 
+def test_saved_tokenizer_carries_the_chat_template(tok, tmp_path):
+    from mgrd.chat import CHAT_TEMPLATE, render_chat
+
+    folder = save_tokenizer(tok, tmp_path / "model")
+    assert (folder / "chat_template.jinja").read_text() == CHAT_TEMPLATE  # transformers 5
+    assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE  # 4.x
+    loaded = load_tokenizer(folder)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Which?"}, {"type": "audio", "audio": "a.wav"}]}]
+    got = loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, part_join="\n")
+    assert got == render_chat(messages, part_join="\n") == "<|BOT|>human\nWhich?\n<audio_patch><|EOT|><|BOT|>assistant\n<think>\n"
+
+
+def test_another_template_is_replaced_on_save(tok, tmp_path):
+    from mgrd.chat import CHAT_TEMPLATE
+
+    other = build_tiny_tokenizer()
+    other.chat_template = "{{ messages[0]['content'] }}"  # e.g. a Qwen2.5 tokenizer's own <|im_start|> template
+    folder = save_tokenizer(other, tmp_path / "model")
+    assert load_tokenizer(folder).chat_template == CHAT_TEMPLATE
+
+
 def test_load_tokenizer_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_tokenizer(tmp_path / "absent")
