@@ -2,7 +2,11 @@
 
 Unknown keys raise (a typo must never be silently ignored), with the closest known key suggested.
 Nested dataclasses are addressed with dots: `sampling.temperature=0.7`. Values are parsed as YAML
-scalars, so `3`, `0.5`, `true`, `null` and `[1, 2]` have their natural types.
+scalars, so `3`, `0.5`, `true`, `null` and `[1, 2]` have their natural types, and checked against the
+field's type (`true` is not a number; a single value for a tuple field is a one-element tuple).
+
+Named configs ship inside the package (`mgrd/configs/*.yaml`), so `--config generate` (or the path
+`configs/generate.yaml`) works from any working directory; a file that exists at the given path wins.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the named configs shipped with mgrd
 
 
 class ConfigKeyError(ValueError):
@@ -30,9 +35,7 @@ def load_config(
     """
     values: dict = dict(defaults or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigKeyError(f"config file not found: {path}")
+        path = resolve_config(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
@@ -50,6 +53,28 @@ def load_config(
             raise ConfigKeyError(f"override {item!r}: value is not valid YAML ({err.problem})") from None
         _set_dotted(values, key.strip(), value)
     return _build(cls, values, prefix="")
+
+
+def named_configs() -> list[str]:
+    """The names of the configs shipped with mgrd (`generate`, ...)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config file: the path itself if it exists, else a named config (`generate`, `generate.yaml` or
+    `configs/generate.yaml`) from the package.
+
+    Raises:
+        ConfigKeyError: neither exists; the message lists the named configs.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    rel = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) and len(path.parts) > 1 else path
+    named = CONFIG_DIR / (rel if rel.suffix in (".yaml", ".yml") else rel.with_suffix(".yaml"))
+    if not path.is_absolute() and named.is_file():
+        return named
+    raise ConfigKeyError(f"config file not found: {name_or_path} (named configs: {', '.join(named_configs())})")
 
 
 def _merge(into: dict, new: dict) -> None:
@@ -108,6 +133,14 @@ def _coerce(value, default, name: str, annotation=None):
         return value
     if "int" in kinds and "float" not in kinds and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigKeyError(f"{name} must be a whole number, got {value!r}")
+    if "float" in kinds and isinstance(value, bool):  # YAML's true is a bool, and bool is an int to Python
+        raise ConfigKeyError(f"{name} must be a number, got {value!r}")
+    if isinstance(default, tuple) and not isinstance(value, (list, tuple)):
+        value = [value]  # `stop_ids=5`: one element
+    if isinstance(default, tuple) and text.startswith("tuple[int"):
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise ConfigKeyError(f"{name} must be whole numbers, got {bad[0]!r} in {value!r}")
     if isinstance(default, bool) and not isinstance(value, bool):
         raise ConfigKeyError(f"{name} must be true or false, got {value!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

@@ -1,13 +1,13 @@
-"""Config loading: defaults, YAML, overrides, unknown keys, nested sections, every YAML in configs/."""
+"""Config loading: defaults, YAML, overrides, unknown keys, nested sections, types, named configs, every shipped YAML."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from mgrd.config import ConfigKeyError, load_config, to_dict
+from mgrd.config import CONFIG_DIR, ConfigKeyError, load_config, named_configs, resolve_config, to_dict
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "mgrd" / "configs"
 
 
 @dataclass
@@ -62,7 +62,8 @@ def test_every_yaml_in_configs_loads():
 
     owners = {"generate.yaml": SamplingConfig}
     files = sorted(CONFIGS.glob("*.yaml"))
-    assert files, "configs/ holds no YAML"
+    assert files, "mgrd/configs/ holds no YAML"
+    assert CONFIG_DIR == CONFIGS and named_configs() == [p.stem for p in files]
     for path in files:
         assert path.name in owners, f"{path.name}: say which config class it fills in tests/test_config.py"
         load_config(owners[path.name], path)
@@ -88,3 +89,35 @@ def test_values_are_checked_against_the_field_types():
         load_config(Typed, None, ["p=["])
     with pytest.raises(ConfigKeyError, match="is a value, not a section"):
         load_config(Outer, None, ["name=1", "name.x=2"])
+
+
+def test_float_fields_refuse_booleans_and_tuple_fields_take_one_value():
+    from mgrd.generate import SamplingConfig
+
+    with pytest.raises(ConfigKeyError, match="temperature must be a number, got True"):
+        load_config(SamplingConfig, None, ["temperature=true"])
+    with pytest.raises(ConfigKeyError, match="top_p must be a number, got False"):
+        load_config(SamplingConfig, None, ["top_p=false"])
+    assert load_config(SamplingConfig, None, ["stop_ids=5"]).stop_ids == (5,)
+    assert load_config(SamplingConfig, None, ["stop_ids=[5, 7]"]).stop_ids == (5, 7)
+    with pytest.raises(ConfigKeyError, match=r"stop_ids must be whole numbers, got 'x' in \['x'\]"):
+        load_config(SamplingConfig, None, ["stop_ids=x"])
+    with pytest.raises(ConfigKeyError, match="stop_ids must be whole numbers, got True"):
+        load_config(SamplingConfig, None, ["stop_ids=[1, true]"])
+
+
+def test_named_configs_work_from_any_working_directory(tmp_path, monkeypatch):
+    from mgrd.generate import SamplingConfig
+
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    shipped = CONFIGS / "generate.yaml"
+    for name in ("generate", "generate.yaml", "configs/generate.yaml", str(shipped)):
+        assert resolve_config(name) == shipped, name
+    assert load_config(SamplingConfig, "configs/generate.yaml").temperature == 0.7
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "generate.yaml").write_text("temperature: 0.2\n")  # a file at the path wins
+    assert load_config(SamplingConfig, "configs/generate.yaml").temperature == 0.2
+    with pytest.raises(ConfigKeyError, match=r"config file not found: nope \(named configs: generate\)"):
+        resolve_config("nope")
+    with pytest.raises(ConfigKeyError, match="config file not found"):
+        resolve_config(tmp_path / "generate.yaml")  # an absolute path is only ever that path
