@@ -3,7 +3,9 @@
 `ModelConfig` mirrors the released Step-Audio 2 / Step-Audio-R1 `config.json`: `model_type: step_audio_2`,
 a nested `audio_encoder_config` (Whisper-style encoder + adapter sizes) and a nested `text_config` (the
 keyword arguments of a transformers `Qwen2Config`). Keys we do not use are kept and written back unchanged,
-so a loaded checkpoint saves to the same layout. This module parses and validates; it builds no modules.
+so a loaded checkpoint saves to the same layout. The flat internal layout of the Step-Audio-R1.1 files
+(`model_type: step_audio_qwen2`, `config_origin.json`: the text keys at the top level) loads too, and is saved
+in the nested official layout. This module parses and validates; it builds no modules.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from mgrd.audio import TOKEN_RULES, audio_token_count
 from mgrd.tokenizer import SpecialTokenIds
 
 MODEL_TYPE = "step_audio_2"
+FLAT_MODEL_TYPE = "step_audio_qwen2"  # Step-Audio-R1.1's internal flat config (config_origin.json)
+# Top-level keys of a flat config that belong to the text model (those the official configuration code moves into
+# text_config), and the internal name of the context length.
+FLAT_TEXT_KEYS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_attention_groups", "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range",
+    "rms_norm_eps", "rope_theta", "rope_scaling", "eos_token_id", "pad_token_id",
+)  # fmt: skip
+FLAT_ALIASES = {"max_seq_len": "max_position_embeddings"}
 ADAPTER_HIDDEN = 2048  # hard-coded in the official modeling code; not in the official config
 
 
@@ -90,10 +101,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
+        """Parse a `config.json` dict, nested (`step_audio_2`) or flat (`step_audio_qwen2`).
+
+        Raises:
+            ConfigError: another model type, a missing or malformed part, bad `audio_token_ids`.
+        """
         model_type = d.get("model_type")
-        if model_type != MODEL_TYPE:
+        if model_type == FLAT_MODEL_TYPE and "text_config" not in d:
+            d = _nest_flat(d)
+        elif model_type not in (MODEL_TYPE, FLAT_MODEL_TYPE):
             raise ConfigError(
-                f"{source}: model_type is {model_type!r}, expected {MODEL_TYPE!r} "
+                f"{source}: model_type is {model_type!r}, expected {MODEL_TYPE!r} (or the flat {FLAT_MODEL_TYPE!r}) "
                 "(a Step-Audio 2 / Step-Audio-R1 checkpoint). To combine a Qwen2-Audio encoder and a "
                 "Qwen2.5 LLM use mgrd.models.build_from_parts."
             )
@@ -138,5 +156,19 @@ class ModelConfig:
         from transformers import Qwen2Config
 
         kwargs = {k: v for k, v in self.text.items() if k not in ("architectures", "model_type")}
+        if "num_attention_groups" in kwargs:  # the official configs' name for the KV heads
+            kwargs.setdefault("num_key_value_heads", kwargs["num_attention_groups"])
         kwargs.setdefault("tie_word_embeddings", False)
         return Qwen2Config(**kwargs)
+
+
+def _nest_flat(d: dict) -> dict:
+    """The nested form of a flat `step_audio_qwen2` config: text keys into `text_config`, official names on top."""
+    text = {k: copy.deepcopy(d[k]) for k in FLAT_TEXT_KEYS if k in d}
+    for internal, name in FLAT_ALIASES.items():
+        if internal in d:
+            text.setdefault(name, d[internal])
+    moved = set(FLAT_TEXT_KEYS) | set(FLAT_ALIASES) | {"model_type", "architectures"}
+    nested = {k: v for k, v in d.items() if k not in moved}
+    nested.update(model_type=MODEL_TYPE, architectures=["StepAudio2ForCausalLM"], text_config=text)
+    return nested

@@ -53,9 +53,9 @@ def tiny(vocab_size: int = 512, special_ids: SpecialTokenIds | None = None) -> M
 
 
 def step_audio_2_mini() -> ModelConfig:
-    """Step-Audio-2-mini: Whisper-large encoder + Qwen2.5-7B text dims, released vocabulary."""
+    """Step-Audio-2-mini: Whisper-large encoder + Qwen2.5-7B text dims, released vocabulary, 16,384 positions."""
     audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=3584)
-    text = _qwen2_text(3584, 18944, 28, 28, 4, RELEASED_VOCAB, 1e-6, 32768, eos_token_id=151643, pad_token_id=151643)
+    text = _qwen2_text(3584, 18944, 28, 28, 4, RELEASED_VOCAB, 1e-6, 16384, eos_token_id=151643, pad_token_id=151643)
     return ModelConfig(audio=audio, text=text, special_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
 
 

@@ -91,3 +91,49 @@ def test_token_count_uses_the_configs_adapter_kernel_and_stride():
     config = ModelConfig.from_dict(official_dict())
     config.audio.kernel_size, config.audio.adapter_stride = 5, 4
     assert config.audio.token_count(1002) == (250 + 2 - 5) // 4 + 1 == 62
+
+
+def tiny_nested() -> dict:
+    return tiny(64, SpecialTokenIds(60, 61, 62)).to_dict()
+
+
+def tiny_flat() -> dict:
+    """The same tiny model in the flat internal layout of the R1.1 files (config_origin.json)."""
+    nested = tiny_nested()
+    text = dict(nested["text_config"])
+    text["max_seq_len"] = text.pop("max_position_embeddings")  # the internal name of the context length
+    text.pop("num_key_value_heads")  # the official configs carry num_attention_groups
+    extra = {k: v for k, v in nested.items() if k not in ("architectures", "model_type", "text_config")}
+    return {"architectures": ["StepAudioForCausalLMV2"], "model_type": "step_audio_qwen2", **text, **extra}
+
+
+def test_flat_step_audio_qwen2_config_loads_like_the_nested_one():
+    flat, nested = ModelConfig.from_dict(tiny_flat()), ModelConfig.from_dict(tiny_nested())
+    assert flat.audio == nested.audio and flat.special_ids == nested.special_ids
+    assert flat.qwen2_config().to_dict() == nested.qwen2_config().to_dict()
+    assert flat.qwen2_config().num_key_value_heads == 2 and flat.text["max_position_embeddings"] == 4096
+    saved = flat.to_dict()  # written back in the nested official layout
+    assert saved["model_type"] == "step_audio_2" and saved["architectures"] == ["StepAudio2ForCausalLM"]
+    assert "hidden_size" not in saved and saved["text_config"]["hidden_size"] == 128
+    from mgrd.models import build_model
+
+    shapes = {k: v.shape for k, v in build_model(flat, device="meta").state_dict().items()}
+    assert shapes == {k: v.shape for k, v in build_model(nested, device="meta").state_dict().items()}
+
+
+def test_flat_config_keeps_the_released_eos_ids():
+    flat = tiny_flat()
+    flat["eos_token_id"] = [151643, 151645, 151665]
+    assert ModelConfig.from_dict(flat).stop_ids() == (151643, 151645, 151665)
+
+
+def test_unknown_model_type_names_both_layouts():
+    d = tiny_nested()
+    d["model_type"] = "qwen2_audio"
+    with pytest.raises(ConfigError, match="expected 'step_audio_2' \\(or the flat 'step_audio_qwen2'\\)"):
+        ModelConfig.from_dict(d)
+
+
+def test_step_audio_2_mini_has_the_released_context_length():
+    assert preset_config("step-audio-2-mini").text["max_position_embeddings"] == 16384
+    assert preset_config("step-audio-r1").text["max_position_embeddings"] == 65536
