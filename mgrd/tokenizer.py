@@ -46,7 +46,8 @@ class SpecialTokenIds:
     """Ids of the control tokens: the one special-id type of the package.
 
     A tokenizer fills every field (`special_token_ids`); a `config.json` carries only the three audio ids (its
-    official `audio_token_ids` key), so the others are None when no tokenizer was seen.
+    official `audio_token_ids` key), so the others are None when no tokenizer was seen. The ids that end
+    generation are the model's: `ModelConfig.stop_ids()`.
 
     Attributes:
         audio_start, audio_end, audio_patch: the audio block `<audio_start> <audio_patch>×N <audio_end>`.
@@ -67,12 +68,6 @@ class SpecialTokenIds:
     def audio_ids(self) -> dict[str, int]:
         """The three audio ids, as the official `config.json` key `audio_token_ids` stores them."""
         return {"audio_start": self.audio_start, "audio_end": self.audio_end, "audio_patch": self.audio_patch}
-
-    @property
-    def stop_ids(self) -> list[int]:
-        """Ids the tokenizer says end a turn: `<|EOT|>`, then eos if it differs (a model's: `ModelConfig.stop_ids`)."""
-        found = [i for i in (self.eot, self.eos) if i is not None]
-        return list(dict.fromkeys(found))
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialTokenIds:

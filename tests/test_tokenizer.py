@@ -73,14 +73,6 @@ def test_common_words_are_single_tokens(tok):
     assert len(_ids(tok, "123")) == 3  # digits split one by one, as in Qwen2
 
 
-def test_stop_ids(tok):
-    ids = special_token_ids(tok)
-    assert ids.stop_ids == [ids.eot, ids.eos] == [508, 506]
-    same = SpecialTokenIds(bot=1, eot=2, audio_start=3, audio_end=4, audio_patch=5, pad=0, eos=2)
-    assert same.stop_ids == [2]
-    assert SpecialTokenIds(3, 4, 5).stop_ids == []  # only the audio ids known (a config.json without tokenizer)
-
-
 def test_special_ids_are_one_frozen_type_with_the_audio_ids_first():
     ids = SpecialTokenIds(3, 4, 5)
     assert (ids.audio_start, ids.audio_end, ids.audio_patch) == (3, 4, 5)
