@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Union
 
@@ -197,7 +198,8 @@ def tokens_for_samples(num_samples: int, **rule) -> int:
 
 
 def min_samples_for_a_token(**rule) -> int:
-    """Fewest samples a chunk needs to make at least one audio token (321 samples, 20 ms, under either rule)."""
+    """Fewest samples a chunk needs to make at least one audio token (321 samples, 20 ms, under the "hf" rule;
+    one sample under "vllm")."""
     n = 1
     while tokens_for_samples(n, **rule) < 1:
         n += 1
@@ -228,7 +230,12 @@ def pad_mels(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def features_for_clip(
-    source: AudioSource | np.ndarray, n_mels: int = 128, chunk_seconds: float = CHUNK_SECONDS, *, channel: str = "first"
+    source: AudioSource | np.ndarray,
+    n_mels: int = 128,
+    chunk_seconds: float = CHUNK_SECONDS,
+    *,
+    channel: str = "first",
+    token_count: Callable[[int], int] = audio_token_count,
 ) -> list[torch.Tensor]:
     """Load (if needed), chunk and featurise one clip: a list of `[n_mels, L]` tensors, one per chunk.
 
@@ -236,6 +243,10 @@ def features_for_clip(
         source: a path, file bytes or file object (decoded with `load_audio(..., channel=channel)`), or `[S]`
             float samples at 16 kHz.
         n_mels: mel bins; chunk_seconds: the longest chunk; channel: "first" or "mean" for multi-channel files.
+        token_count: tokens per chunk of L mel frames, the model's (`AudioEncoderConfig.token_count`); a tail
+            chunk that makes none is dropped (under the "hf" rule: under 20 ms).
+    Raises:
+        AudioError: an unusable clip, or one too short for a single audio token.
     """
     wave = source if isinstance(source, np.ndarray) else load_audio(source, channel=channel)
     if wave.ndim != 1 or wave.size == 0:
@@ -243,9 +254,12 @@ def features_for_clip(
     if not np.isfinite(wave).all():
         raise AudioError("waveform contains NaN or infinite samples")
     chunks = split_chunks(wave, chunk_seconds)
-    shortest = min_samples_for_a_token()
-    if len(chunks) > 1 and len(chunks[-1]) < shortest:
-        chunks = chunks[:-1]  # a tail under 20 ms would make an empty audio block
-    if len(chunks[0]) < shortest:
-        raise AudioError(f"clip too short: {len(wave)} samples; at least {shortest} (20 ms at 16 kHz) are needed")
+    if len(chunks) > 1 and token_count(mel_frame_count(len(chunks[-1]))) < 1:
+        chunks = chunks[:-1]  # the tail would make an empty audio block
+    if token_count(mel_frame_count(len(chunks[0]))) < 1:
+        shortest = next(n for n in range(1, SAMPLE_RATE) if token_count(mel_frame_count(n)) >= 1)
+        raise AudioError(
+            f"clip too short: {len(wave)} samples; at least {shortest} ({1000 * shortest / SAMPLE_RATE:.0f} ms at "
+            "16 kHz) are needed for one audio token"
+        )
     return [log_mel(chunk, n_mels) for chunk in chunks]

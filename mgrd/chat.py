@@ -475,8 +475,10 @@ def _encode_audio(
     """One `<audio_start> <audio_patch>×N <audio_end>` block and one `[n_mels, L]` feature per chunk."""
     if part.get("mels") is not None:
         chunks = _precomputed_mels(part["mels"], audio_config)
-    else:  # features_for_clip drops a sub-token tail chunk and rejects a clip too short for one token
-        chunks = features_for_clip(_audio_source(part), audio_config.n_mels, chunk_seconds, channel=channel)
+    else:  # features_for_clip drops a tail chunk that makes no token and rejects a clip too short for one
+        chunks = features_for_clip(
+            _audio_source(part), audio_config.n_mels, chunk_seconds, channel=channel, token_count=audio_config.token_count
+        )
     piece: list[int] = []
     for mel in chunks:
         piece += [ids.audio_start] + [ids.audio_patch] * audio_config.token_count(mel.shape[-1]) + [ids.audio_end]

@@ -1,5 +1,6 @@
 """Audio front end: formats, resampling, the reference log-mel, chunking, token counts, bad input."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -220,3 +221,14 @@ def test_pad_mels():
     mels, lens = audio.pad_mels([torch.ones(128, 5), torch.ones(128, 9)])
     assert mels.shape == (2, 128, 9) and lens.tolist() == [5, 9]
     assert mels[0, :, 5:].abs().sum() == 0
+
+
+def test_tail_and_shortest_clip_follow_the_token_rule():
+    vllm = functools.partial(audio.audio_token_count, rule="vllm")
+    assert audio.min_samples_for_a_token() == 321 and audio.min_samples_for_a_token(rule="vllm") == 1
+    wave = np.full(25 * 16000 + 100, 0.01, dtype=np.float32)  # a 6 ms tail: no token under hf, one under vllm
+    assert [f.shape[-1] for f in audio.features_for_clip(wave)] == [2502]
+    assert [f.shape[-1] for f in audio.features_for_clip(wave, token_count=vllm)] == [2502, 3]
+    assert len(audio.features_for_clip(np.full(100, 0.01, dtype=np.float32), token_count=vllm)) == 1
+    with pytest.raises(AudioError, match="clip too short: 100 samples; at least 321 \\(20 ms at 16 kHz\\)"):
+        audio.features_for_clip(np.full(100, 0.01, dtype=np.float32))
