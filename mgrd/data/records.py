@@ -12,7 +12,8 @@ and the next append cuts it off. `write_records` replaces a file atomically (tem
 Reading: `read_records` reports a malformed line as `FILE:LINE: message`; a torn last line (no newline at the
 end of the file) is skipped with a warning, since that is what a killed writer leaves.
 
-This module computes no scores and runs no model.
+This module computes no scores and runs no model; `records_from_rollout` only copies what a rollout produced
+and what the item's task's grader says.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgrd.chat import split_reasoning
+from mgrd.chat import OFFICIAL_PART_JOIN, render_chat, split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +274,70 @@ def _describe(err: Exception) -> str:
     if isinstance(err, json.JSONDecodeError):
         return f"invalid JSON: {err.msg} (column {err.colno})"
     return str(err)
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+
+
+def records_from_rollout(
+    batch: Any,
+    items: Sequence[Any],
+    task_of: Callable[[Any], Any] | None = None,
+    model_name: str = "",
+    iteration: int | None = None,
+) -> list[SampleRecord]:
+    """One record per prompt of a rollout, each completion scored by its item's task (score name "correct").
+
+    Args:
+        batch: a `mgrd.rollout.RolloutBatch` over `len(items)` prompts: `prompt_ids [R, P]` left-padded with
+            `prompt_mask`, `response_ids [R, T]` with `response_mask`, `logprobs [R, T]` of the sampled
+            distribution, `group_ids [R]` (the prompt index of each row), `finish_reasons`, `texts`.
+        items: the items the prompts were built from (manifest rows or `Item`s), in prompt order.
+        task_of: item -> `mgrd.tasks.Task`; default `mgrd.tasks.get_task` of the item's task.
+        model_name: recorded as `model`.
+        iteration: recorded as `iteration`.
+    Returns:
+        `len(items)` records; record i holds the rows whose group id is i, in row order.
+    Raises:
+        RecordError: a group id outside `range(len(items))`, or a prompt without rows.
+    """
+    from mgrd.tasks import get_task  # lazy: tasks import the synthetic suite's registry
+    from mgrd.tasks.grading import as_row
+
+    task_of = task_of or (lambda item: get_task(as_row(item)["task"]))
+    rows = _rollout_rows(batch, len(items))
+    records = []
+    for i, item in enumerate(items):
+        task, row = task_of(item), as_row(item)
+        completions = [_completion(batch, r, task, row) for r in rows[i]]
+        prompt_ids = batch.prompt_ids[rows[i][0]][batch.prompt_mask[rows[i][0]].bool()].tolist()
+        records.append(SampleRecord(
+            item_id=str(row["id"]), task=task.name, completions=completions, model=model_name, iteration=iteration,
+            prompt=render_chat(task.prompt(row), part_join=OFFICIAL_PART_JOIN), prompt_ids=prompt_ids))
+    return records
+
+
+def _rollout_rows(batch: Any, n_items: int) -> list[list[int]]:
+    """The rollout rows of each prompt, in row order."""
+    rows: list[list[int]] = [[] for _ in range(n_items)]
+    for r, group in enumerate(batch.group_ids.tolist()):
+        if not 0 <= group < n_items:
+            raise RecordError(f"rollout row {r} has group id {group}, but only {n_items} item(s) were given")
+        rows[group].append(r)
+    empty = [i for i, r in enumerate(rows) if not r]
+    if empty:
+        raise RecordError(f"item(s) {empty[:5]} have no rollout rows")
+    return rows
+
+
+def _completion(batch: Any, r: int, task: Any, row: dict) -> CompletionRecord:
+    """Row `r` of a rollout as a completion record, scored by `task`."""
+    mask = batch.response_mask[r].bool()
+    n_tokens = int(mask.sum())
+    logprob_sum = float(batch.logprobs[r][mask].double().sum())
+    comp = CompletionRecord.from_text(
+        batch.texts[r], n_tokens=n_tokens, finish_reason=batch.finish_reasons[r], logprob_sum=logprob_sum,
+        logprob_mean=logprob_sum / n_tokens if n_tokens else None, token_ids=batch.response_ids[r][mask].tolist())
+    verdict = task.score(row, batch.texts[r])
+    comp.add_score("correct", verdict.score, verdict.reason)
+    return comp

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mgrd.chat import ChatInputs, Message, encode_chat, format_reasoning
+from mgrd.chat import OFFICIAL_PART_JOIN, ChatInputs, Message, encode_chat, format_reasoning
 from mgrd.tasks.grading import GRADERS, as_row, extract_answer, grade, has_reasoning
 
 if TYPE_CHECKING:
@@ -140,11 +140,19 @@ class Task:
         """An SFT example: the prompt plus `target(item, style)`; its ids before the first label equal
         `encode_prompt(item, ...)`'s ids.
 
+        Only the final reply is learned: a conversation's earlier assistant turns are context, as the prompt
+        shows them, and carry no labels.
+
         Returns:
             `ChatInputs` with `input_ids` `[T]`, mels, and `labels_mask` `[T]` on the target and its `<|EOT|>`.
         """
         messages = self.prompt(item) + [{"role": "assistant", "content": self.target(item, style)}]
-        return _encode(tokenizer, messages, audio_config, train=True)
+        inputs = _encode(tokenizer, messages, audio_config, train=True)
+        mask = inputs.labels_mask
+        # the final turn's content and <|EOT|> are the last run of 1s; every label before it is context
+        start = len(mask) - next(i for i, m in enumerate(reversed(mask)) if not m)
+        inputs.labels_mask = [0] * start + mask[start:]
+        return inputs
 
     # ------------------------------------------------------------------------------------------ scoring
 
@@ -210,8 +218,6 @@ class Task:
 
 def _encode(tokenizer, messages: list[Message], audio_config, **kwargs) -> ChatInputs:
     """`encode_chat` with the official server's part join and the model's audio config."""
-    from mgrd.chat import OFFICIAL_PART_JOIN
-
     return encode_chat(tokenizer, messages, part_join=OFFICIAL_PART_JOIN, audio_config=audio_config, **kwargs)
 
 

@@ -15,6 +15,7 @@ from mgrd.data.records import (
     SampleRecord,
     append_records,
     read_records,
+    records_from_rollout,
     write_records,
 )
 
@@ -137,3 +138,55 @@ def test_write_records_is_atomic_and_readable_by_others(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ---------------------------------------------------------------- from a rollout
+
+ROWS = [{"id": "t-1", "task": "text_arithmetic", "question": "What is 7 + 5?", "choices": None, "answer": "12"},
+        {"id": "t-2", "task": "text_compare", "question": "Which is larger?", "choices": ["3 km", "2600 m"],
+         "answer": "3 km"}]
+
+
+def rollout_batch(group_ids):
+    """A hand-filled RolloutBatch: 2 prompts x K=2, pad id 0, prompts left-padded, responses right-padded."""
+    import torch
+
+    from mgrd.rollout import RolloutBatch
+
+    return RolloutBatch(
+        prompt_ids=torch.tensor([[0, 5, 6], [0, 5, 6], [7, 8, 9], [7, 8, 9]]),
+        prompt_mask=torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1]]),
+        response_ids=torch.tensor([[11, 12, 2], [13, 0, 0], [14, 15, 2], [16, 17, 18]]),
+        response_mask=torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 1], [1, 1, 1]]),
+        logprobs=torch.tensor([[-1.0, -0.5, -0.25], [-2.0, 0, 0], [-0.1, -0.2, -0.3], [-1.0, -1.0, -1.0]]),
+        policy_logprobs=torch.zeros(4, 3),
+        group_ids=torch.tensor(group_ids),
+        finish_reasons=["stop", "length", "stop", "length"],
+        texts=["7+5\n</think>\n12", "7+5 is", "</think>\nB", "so it is"],
+    )
+
+
+def test_records_from_rollout_groups_rows_and_scores_them():
+    from mgrd.chat import OFFICIAL_PART_JOIN, render_chat
+    from mgrd.tasks import get_task
+
+    records = records_from_rollout(rollout_batch([0, 0, 1, 1]), ROWS, model_name="tiny", iteration=3)
+    first, second = records
+    assert (first.item_id, first.task, first.model, first.iteration) == ("t-1", "text_arithmetic", "tiny", 3)
+    assert first.prompt_ids == [5, 6] and second.prompt_ids == [7, 8, 9]
+    assert first.prompt == render_chat(get_task("text_arithmetic").prompt(ROWS[0]), part_join=OFFICIAL_PART_JOIN)
+    done, cut = first.completions
+    assert (done.token_ids, done.n_tokens, done.finish_reason) == ([11, 12, 2], 3, "stop")
+    assert (done.logprob_sum, done.logprob_mean) == (-1.75, pytest.approx(-1.75 / 3))
+    assert (done.reasoning, done.answer) == ("7+5", "12")
+    assert (cut.token_ids, cut.logprob_sum, cut.answer) == ([13], -2.0, None)
+    assert [c.scores["correct"]["score"] for c in first.completions + second.completions] == [1.0, 0.0, 0.0, 0.0]
+    assert cut.scores["correct"]["reason"] == "no answer: cut off before </think>"
+    assert second.completions[0].scores["correct"]["reason"].startswith("choice: wrong, answered 'B'")
+
+
+def test_records_from_rollout_rejects_mismatched_groups():
+    with pytest.raises(RecordError, match="group id 2, but only 2 item"):
+        records_from_rollout(rollout_batch([0, 0, 1, 2]), ROWS)
+    with pytest.raises(RecordError, match=r"item\(s\) \[1\] have no rollout rows"):
+        records_from_rollout(rollout_batch([0, 0, 0, 0]), ROWS)

@@ -230,3 +230,36 @@ def test_grading_module_does_not_import_the_synthetic_suite():
     code = "import sys, mgrd.tasks.grading; print('mgrd.data.synth' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- encoding
+
+
+@pytest.fixture
+def audio_row(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(16_000) / 16_000
+    sf.write(tmp_path / "a.wav", (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16_000)
+    return dict(CHOICE_ROW, audio=[str(tmp_path / "a.wav")])
+
+
+def test_sft_example_starts_with_the_generation_prompt(tok, audio_row):
+    task = get_task("pitch_compare")
+    prompt = task.encode_prompt(audio_row, tok)
+    example = task.encode_example(audio_row, tok, "grounded")
+    first_label = example.labels_mask.index(1)
+    assert example.input_ids[:first_label] == prompt.input_ids
+    assert len(prompt.mels) == len(example.mels) == 1 and prompt.mels[0].equal(example.mels[0])
+    learned = [t for t, m in zip(example.input_ids, example.labels_mask) if m]
+    assert tok.decode(learned) == task.target(audio_row, "grounded").removeprefix("<think>\n") + "<|EOT|>"
+    assert "A. the first\nB. the second" in tok.decode(prompt.input_ids)
+
+
+def test_conversation_example_learns_only_the_final_reply(tok):
+    task = get_task("conversation")
+    example = task.encode_example(CONV_ROW, tok)
+    learned = [t for t, m in zip(example.input_ids, example.labels_mask) if m]
+    assert tok.decode(learned) == "4 + 2 = 6.\n</think>\nYou have 6 stickers now.<|EOT|>"
+    assert example.input_ids[: example.labels_mask.index(1)] == task.encode_prompt(CONV_ROW, tok).input_ids
