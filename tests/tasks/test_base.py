@@ -226,6 +226,7 @@ def test_grade_dispatches_through_a_registered_benchmark_task(scratch_task):
         grade(row, "7", grader="fuzzy")
 
 
+@pytest.mark.integration  # a fresh interpreter (it imports torch: seconds)
 def test_grading_module_does_not_import_the_synthetic_suite():
     code = "import sys, mgrd.tasks.grading; print('mgrd.data.synth' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
