@@ -1,11 +1,11 @@
-"""`mgrd <command>`: the command line. Only parsing and dispatch live here; the work is in the modules.
+"""`mgrd <command>`: the command line. Parsing, checking cheap inputs, printing and exit codes live here; the
+work is in the modules (it builds no model, prompt or sampling logic of its own).
 
-Commands:
-    demo      build the tiny model, make a clip, stream a generation (the README's first command)
-    init      write a freshly initialised checkpoint for a preset
-    inspect   print a checkpoint's (or preset's) config, parameter counts and special tokens
-    generate  stream the model's thinking and answer for audio + a prompt
-    data      make the synthetic suite (`data synth`) and validate manifests (`data check`)
+Commands: `demo`, `init`, `inspect`, `generate`, `data` (`mgrd.data.cli`); `mgrd --help` is the user's summary.
+Exit codes (`run`): 0 success, 1 a failed check, 2 bad input with one `error: ...` line, 130 Ctrl-C, 143 SIGTERM
+(handled like Ctrl-C, so temporary folders are removed), 141 when stdout's reader has gone (`| head`).
+The sampling flags are generated from `mgrd.generate.SamplingConfig`, so the command line and Python share
+one set of defaults.
 """
 
 from __future__ import annotations
@@ -18,27 +18,57 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgrd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+SUMMARY = """\
+Audio-language models that reason in sound: the Step-Audio-R1 architecture and the MGRD training recipe.
+
+Start here (all offline, on a CPU):
+  mgrd demo                                     a tiny random-weight model answers about a generated clip
+  mgrd init --out runs/tiny                     write a fresh tiny checkpoint (--preset for the released sizes)
+  mgrd inspect runs/tiny                        its config, parameter counts, special tokens, weight check
+  mgrd generate --model runs/tiny --audio clip.wav --prompt "What do you hear?"
+  mgrd data synth --out data/synth --n 1000     the synthetic listening suite (manifest + wavs)
+"""
+
+
+def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
+    """The `mgrd` argument parser.
+
+    Args:
+        command: the command about to run (None: no command given). The sampling flags are generated from
+            `SamplingConfig`, whose module imports torch (seconds), so they are added only to that command's
+            parser; "all" builds every flag (for tests and documentation).
+    """
+    from mgrd import __version__
+
+    parser = argparse.ArgumentParser(prog="mgrd", description=SUMMARY, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `mgrd COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"mgrd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_demo(sub)
+    _add_demo(sub, sampling=command in ("all", "demo"))
     _add_init(sub)
     _add_inspect(sub)
-    _add_generate(sub)
+    _add_generate(sub, sampling=command in ("all", "generate"))
     from mgrd.data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The command word: the first argument that is not an option (top-level options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the command; returns the exit code (see `run`)."""
-    return run(build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(build_parser(_command_of(argv)).parse_args(argv))
 
 
 class Terminated(KeyboardInterrupt):
@@ -55,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
         print("terminated" if terminated else "interrupted", file=sys.stderr)
@@ -71,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. max_new_tokens capped to the context) as one `warning: ...` line, without source lines."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush does not report the broken pipe again."""
     with contextlib.suppress(OSError, ValueError):
@@ -79,60 +116,105 @@ def _silence_stdout() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ sampling flags
-def _add_sampling_flags(p: argparse.ArgumentParser, max_new_tokens: int = 512) -> None:
-    g = p.add_argument_group("sampling (YAML: --config FILE; any SamplingConfig field: --set key=value)")
-    g.add_argument("--config", type=Path, help="YAML file with SamplingConfig fields (temperature, top_p, ...)")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one SamplingConfig field; repeatable")
-    g.add_argument("--max-new-tokens", type=int, default=None, help=f"tokens to generate at most (default {max_new_tokens})")
-    g.add_argument("--temperature", type=float, default=None, help="softmax temperature; 0 = greedy (default 0.7, as the R1 examples)")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default 1.0)")
-    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens; 0 = all (default 0)")
-    g.add_argument("--repetition-penalty", type=float, default=None, help="CTRL-style penalty; 1 = off (default 1.0)")
-    g.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
-    p.set_defaults(default_max_new_tokens=max_new_tokens)
+def _add_sampling_flags(p: argparse.ArgumentParser, **command_defaults) -> None:
+    """`--config`, `--set` and one flag per `SamplingConfig` field: name, type and help come from the field, so
+    the command line and Python share one set of defaults. `command_defaults` overrides a few for one command."""
+    import dataclasses
+    import typing
+
+    from mgrd.config import named_configs
+    from mgrd.generate import SamplingConfig
+
+    g = p.add_argument_group("sampling", "Defaults are mgrd.generate.SamplingConfig's; later wins: --config, "
+                             "then --set, then the flags below.")
+    g.add_argument("--config", metavar="NAME|FILE", help="YAML file of sampling fields, or a config shipped with "
+                   f"mgrd by name ({', '.join(named_configs())}); works from any folder")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one sampling field (YAML value, e.g. stop_ids=[7,9]); repeatable")
+    hints = typing.get_type_hints(SamplingConfig)
+    for f in dataclasses.fields(SamplingConfig):
+        kind, nargs = _flag_type(f.name, hints[f.name])
+        default = command_defaults.get(f.name, f.default)
+        shown = (" ".join(map(str, default)) or "none") if isinstance(default, tuple) else default
+        metavar = "ID" if nargs else {int: "N", float: "X"}.get(kind, "VALUE")
+        g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, nargs=nargs, default=None,
+                       metavar=metavar, help=f"{f.metadata['help']} (default {shown})")
+    p.set_defaults(sampling_defaults=command_defaults, sampling_fields=[f.name for f in dataclasses.fields(SamplingConfig)])
 
 
-def _sampling_config(args, stop_ids: list[int]):
-    """Command defaults, then the YAML file, then --set, then the explicit flags (later wins)."""
+def _flag_type(name: str, hint) -> tuple[type, str | None]:
+    """argparse type and nargs for a field type: int, float, `int | None`, `tuple[int, ...]`."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+    if hint in (int, float, str):
+        return hint, None
+    if typing.get_origin(hint) is tuple and len(args) == 1:
+        return args[0], "+"
+    if len(args) == 1 and args[0] in (int, float, str):  # X | None
+        return args[0], None
+    raise TypeError(f"SamplingConfig.{name}: no command-line flag for type {hint}")
+
+
+def _sampling_config(args):
+    """The command's defaults, then --config, then --set, then the flags given (later wins); validated."""
+    import dataclasses
+
     from mgrd.config import load_config
     from mgrd.generate import SamplingConfig
 
-    flags = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-             "top_k": args.top_k, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
-    overrides = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    defaults = {"max_new_tokens": args.default_max_new_tokens, "temperature": 0.7}
-    cfg = load_config(SamplingConfig, args.config, overrides, defaults=defaults)
-    if not cfg.stop_ids:
-        cfg.stop_ids = tuple(stop_ids)
-    return cfg
+    cfg = load_config(SamplingConfig, args.config, args.set, defaults=args.sampling_defaults)
+    flags = {name: getattr(args, name) for name in args.sampling_fields if getattr(args, name) is not None}
+    return dataclasses.replace(cfg, **flags)  # __post_init__ checks the flags' values
 
 
 # ------------------------------------------------------------------------------------------------------ generate
-def _add_generate(sub) -> None:
+def _add_generate(sub, sampling: bool = True) -> None:
     p = sub.add_parser("generate", help="stream thinking and answer for audio + prompt",
                        description="Load a checkpoint folder (official layout + tokenizer), encode the audio "
-                       "(any length: cut into 25 s chunks), and stream the reasoning, then the answer.")
+                       "(any length: cut into 25 s chunks), and stream the reasoning, then the answer. The "
+                       "audio, prompt and settings are checked before the weights are loaded.")
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder (config.json, *.safetensors, tokenizer)")
     p.add_argument("--audio", type=Path, action="append", default=[], help="audio file (wav/flac/ogg/mp3); repeatable, in order")
     p.add_argument("--prompt", default="", help="the user's text, placed after the audio")
     p.add_argument("--system", default=None, help="optional system prompt")
     p.add_argument("--samples", type=int, default=1, help="K samples for the prompt (audio encoded once); >1 prints each, no streaming")
-    p.add_argument("--json", action="store_true", help="print the completions as JSON instead of streaming text")
+    p.add_argument("--json", action="store_true", help="print one JSON document in the OpenAI/vLLM chat-completion shape "
+                   "(choices[].message.content / reasoning_content, finish_reason, usage) instead of streaming text")
     _add_device_flags(p)
-    _add_sampling_flags(p)
+    if sampling:
+        _add_sampling_flags(p)
     p.set_defaults(func=cmd_generate)
 
 
 def _add_device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES],
                    help="weights dtype; auto = the checkpoint's torch_dtype on a GPU, float32 on the CPU")
 
 
 def _device(name: str | None) -> str:
+    """A usable torch device name, or a one-line error that says why not."""
     import torch
 
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no GPU visible"
+            raise ValueError(f"--device {name}: CUDA is not available here ({build}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: not supported; use cpu, cuda or cuda:N")
+    return str(device)
 
 
 def _user_messages(audio: list[Path], prompt: str, system: str | None) -> list[dict]:
@@ -143,56 +225,86 @@ def _user_messages(audio: list[Path], prompt: str, system: str | None) -> list[d
     return messages + [{"role": "user", "content": content}]
 
 
+def _model_config_and_tokenizer(folder: Path):
+    """config.json and the tokenizer of a checkpoint folder: the cheap part, read before any weights."""
+    from mgrd.models import ModelConfig
+    from mgrd.tokenizer import load_tokenizer
+
+    if not folder.is_dir():
+        raise ValueError(f"model folder not found: {folder}")
+    return ModelConfig.from_file(folder / "config.json"), load_tokenizer(folder)
+
+
 def cmd_generate(args) -> int:
     import torch
 
-    from mgrd.chat import encode_chat
+    from mgrd.chat import OFFICIAL_PART_JOIN, encode_chat
     from mgrd.generate import generate, stream
     from mgrd.models import load_pretrained
-    from mgrd.tokenizer import load_tokenizer, special_token_ids
 
     if not args.audio and not args.prompt:
         raise ValueError("give --audio and/or --prompt")
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    tokenizer = load_tokenizer(args.model)
-    model = load_pretrained(args.model, tokenizer=tokenizer, dtype=args.dtype, device=_device(args.device))
-    cfg = _sampling_config(args, special_token_ids(tokenizer).stop_ids)
-    prompt = encode_chat(tokenizer, _user_messages(args.audio, args.prompt, args.system), audio_config=model.config.audio)
+    # Everything cheap first (settings, device, files, audio decoding): a mistake costs seconds, not a 33B load.
+    cfg = _sampling_config(args)
+    device = _device(args.device)
+    config, tokenizer = _model_config_and_tokenizer(args.model)
+    messages = _user_messages(args.audio, args.prompt, args.system)
+    prompt = encode_chat(tokenizer, messages, audio_config=config.audio, part_join=OFFICIAL_PART_JOIN)
+    model = load_pretrained(args.model, tokenizer=tokenizer, dtype=args.dtype, device=device)
     with torch.inference_mode():
         if args.samples == 1 and not args.json:
             _print_stream(stream(model, prompt, cfg, tokenizer))
             return 0
         completions = generate(model, [prompt], cfg, num_samples=args.samples, tokenizer=tokenizer)[0]
+    if args.json:
+        print(json.dumps(chat_completion(completions, len(prompt.input_ids), str(args.model)), ensure_ascii=False, indent=2))
+        return 0
     for i, c in enumerate(completions):
-        record = {"sample": i, "reasoning": c.reasoning, "answer": c.answer, "finish_reason": c.finish_reason, "tokens": len(c.token_ids)}
-        print(json.dumps(record, ensure_ascii=False) if args.json else f"--- sample {i} ({c.finish_reason}) ---\n{c.text}")
+        print(f"── sample {i} ({c.finish_reason}, {len(c.token_ids)} tokens) ──\n{c.text}")
     return 0
 
 
-def _print_stream(deltas) -> str:
-    """Print the reasoning under a 'thinking' header and the answer under an 'answer' header as they arrive."""
-    from mgrd.chat import THINK_END
+def chat_completion(completions, prompt_tokens: int, model: str) -> dict:
+    """Completions as an OpenAI/vLLM chat-completion object: `choices[i].message.content` (the answer; None when
+    `</think>` never came), `.reasoning_content`, `finish_reason` ("stop" or "length") and `usage`."""
+    from mgrd.chat import split_reasoning
 
+    choices = []
+    for i, c in enumerate(completions):
+        reasoning, answer = split_reasoning(c.text)
+        message = {"role": "assistant", "content": answer, "reasoning_content": reasoning}
+        choices.append({"index": i, "message": message, "finish_reason": c.finish_reason})
+    completion_tokens = sum(len(c.token_ids) for c in completions)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    return {"object": "chat.completion", "model": model, "choices": choices, "usage": usage}
+
+
+def _print_stream(deltas) -> None:
+    """Print the reasoning under a 'thinking' header and the answer under an 'answer' header as they arrive."""
+    from mgrd.chat import ReasoningStream
+
+    split = ReasoningStream()
     print("── thinking ──", flush=True)
-    text, shown, in_answer = "", 0, False
-    for delta in deltas:
-        text += delta
-        if not in_answer and THINK_END in text:
-            cut = text.index(THINK_END)
-            print(text[shown:cut], flush=True)
-            print("── answer ──", flush=True)
-            in_answer, shown = True, cut + len(THINK_END)
-            while shown < len(text) and text[shown] == "\n":
-                shown += 1
-        # Hold back a possible partial "</think>" so the marker is never printed in pieces.
-        safe = len(text) if in_answer else max(shown, len(text) - len(THINK_END) + 1)
-        print(text[shown:safe], end="", flush=True)
-        shown = max(shown, safe)
-    print(text[shown:], flush=True)
-    if not in_answer:
+    shown_answer = False
+    for reasoning, answer in _pieces(split, deltas):
+        print(reasoning, end="", flush=True)
+        if split.has_answer and not shown_answer:
+            print("\n── answer ──", flush=True)
+            shown_answer = True
+        print(answer, end="", flush=True)
+    print(flush=True)
+    if not split.has_answer:
         print("── (no answer: the output ended before </think>) ──")
-    return text
+
+
+def _pieces(split, deltas):
+    """(reasoning, answer) pieces of a stream of deltas, as they become final, the rest at the end."""
+    for delta in deltas:
+        yield split.feed(delta)
+    yield split.finish()
 
 
 # ------------------------------------------------------------------------------------------------- init/inspect
@@ -333,7 +445,7 @@ def _print_tokens(path: Path, config) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- demo
-def _add_demo(sub) -> None:
+def _add_demo(sub, sampling: bool = True) -> None:
     p = sub.add_parser("demo", help="tiny model + generated clip -> streamed generation (no downloads)",
                        description="Builds the tiny preset (random weights, offline BPE tokenizer) unless the "
                        "folder already holds it, writes a two-tone clip, and streams a generation. Random "
@@ -341,8 +453,21 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (default runs/demo)")
     p.add_argument("--model", type=Path, default=None, help="use this checkpoint instead of building the tiny one")
     p.add_argument("--prompt", default="Which of the two tones is higher?", help="question asked about the clip")
-    _add_sampling_flags(p, max_new_tokens=64)
+    if sampling:
+        _add_sampling_flags(p, max_new_tokens=64)
     p.set_defaults(func=cmd_demo)
+
+
+UNTRAINED_NOTE = """\
+note: this model is untrained: its weights are random, so what it writes below is noise, not an answer.
+      The demo shows the pipeline working end to end (clip -> log-mel features -> audio encoder ->
+      adapter -> language model -> streamed thinking and answer), offline and on a CPU."""
+
+NEXT_STEPS = """\
+next steps:
+  mgrd inspect {model}   # what was built: config, parameters, special tokens
+  mgrd data synth --out data/synth --n 1000   # the synthetic listening suite that training will use
+  mgrd generate --model DIR --audio FILE --prompt "..."   # a trained checkpoint, e.g. a released Step-Audio-R1 folder"""
 
 
 def cmd_demo(args) -> int:
@@ -359,11 +484,16 @@ def cmd_demo(args) -> int:
     clip = args.out / "two_tones.wav"
     sf.write(clip, _two_tones(), 16000, subtype="PCM_16")
     print(f"clip: {clip} (a 330 Hz tone, then a 523 Hz tone)")
+    if args.model is None:
+        print(UNTRAINED_NOTE)
     args.model, args.audio, args.system, args.samples, args.json = model_dir, [clip], None, 1, False
     args.device, args.dtype = "cpu", "float32"
     t = time.perf_counter()
     cmd_generate(args)
     print(f"\ngenerated in {time.perf_counter() - t:.1f} s")
+    if args.out / "model" == model_dir:
+        print("(random weights: the text above is noise by design; a trained model gives it sense)")
+    print(NEXT_STEPS.format(model=model_dir))
     return 0
 
 

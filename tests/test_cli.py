@@ -51,13 +51,34 @@ def test_inspect_preset_and_folder(tiny_dir, capsys):
     assert "tensors in 1 file(s)" in out
 
 
-def test_generate_json_samples(tiny_dir, clip, capsys):
+def test_generate_json_is_one_openai_shaped_document(tiny_dir, clip, capsys):
     code = main(["generate", "--model", str(tiny_dir), "--audio", str(clip), "--prompt", "Is it high?",
                  "--samples", "3", "--json", "--max-new-tokens", "8", "--seed", "0"])
     assert code == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
-    assert [r["sample"] for r in lines] == [0, 1, 2]
-    assert all(r["tokens"] <= 8 for r in lines)
+    doc = json.loads(capsys.readouterr().out)  # one JSON document, not JSON Lines
+    assert doc["object"] == "chat.completion" and doc["model"] == str(tiny_dir)
+    assert [c["index"] for c in doc["choices"]] == [0, 1, 2]
+    for choice in doc["choices"]:
+        assert set(choice["message"]) == {"role", "content", "reasoning_content"}
+        assert choice["finish_reason"] in ("stop", "length")
+    usage = doc["usage"]
+    assert 0 < usage["completion_tokens"] <= 3 * 8 and usage["prompt_tokens"] > 25  # 1 s of audio: 25 tokens
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_chat_completion_fields_follow_split_reasoning():
+    from mgrd.cli import chat_completion
+    from mgrd.generate import Completion
+
+    done = Completion(token_ids=[1, 2, 3], logprobs=[0.0] * 3, text="two beeps\n</think>\n\nB", finish_reason="stop")
+    cut = Completion(token_ids=[4, 5], logprobs=[0.0] * 2, text="still thinking", finish_reason="length")
+    doc = chat_completion([done, cut], prompt_tokens=10, model="m")
+    assert doc["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "B", "reasoning_content": "two beeps"}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": None, "reasoning_content": "still thinking"},
+         "finish_reason": "length"},
+    ]
+    assert doc["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
 def test_generate_streams_with_headers(tiny_dir, clip, capsys):
@@ -94,6 +115,9 @@ def test_demo_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "built the tiny model" in out and "── thinking ──" in out
     assert (tmp_path / "demo" / "model" / "tokenizer.json").is_file()
+    # It says what it shows: an untrained model whose output is noise, and what to run next.
+    assert out.index("untrained: its weights are random") < out.index("── thinking ──")
+    assert "next steps:" in out and f"mgrd inspect {tmp_path / 'demo' / 'model'}" in out
 
 
 # ------------------------------------------------------------------------------------------------ init: data loss
@@ -260,3 +284,131 @@ def test_config_json_that_is_not_an_object(tiny_dir, tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {ckpt / 'config.json'}: expected a JSON object, got a list\n"
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
     assert "checkpoint folder not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- generate: cheap checks before the weights
+@pytest.fixture()
+def no_weights(monkeypatch):
+    """Loading the weights fails the test: every error below must be found before that (minutes on 33B)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the inputs were checked")
+
+    monkeypatch.setattr("mgrd.models.load_pretrained", refuse)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--audio", "{tmp}/nope.wav"], "audio file not found"),
+    (["--audio", "{tmp}/bad.wav"], "corrupt or not audio"),
+    (["--set", "temprature=1"], "did you mean temperature"),
+    (["--set", "temperature=true"], "temperature must be a number, got True"),
+    (["--top-p", "2"], "top_p must be in (0, 1]"),
+    (["--config", "nope"], "config file not found: nope (named configs: generate)"),
+    (["--device", "tpu"], "unknown device 'tpu'; use cpu, cuda or cuda:N"),
+    (["--device", "meta"], "--device meta: not supported"),
+])
+def test_generate_checks_inputs_before_loading_weights(tiny_dir, tmp_path, capsys, no_weights, extra, message):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF0000WAVEjunk" * 20)
+    args = [a.format(tmp=tmp_path) for a in extra]
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", "hi", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_generate_without_a_gpu_is_one_line(tiny_dir, capsys, no_weights):
+    import torch
+
+    device = "cuda:99" if torch.cuda.is_available() else "cuda"
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", "hi", "--device", device]) == 2
+    err = capsys.readouterr().err
+    expected = "there are only" if torch.cuda.is_available() else "CUDA is not available here"
+    assert expected in err and err.count("\n") == 1
+
+
+def test_missing_model_folder_is_named_as_such(tmp_path, capsys, no_weights):
+    assert main(["generate", "--model", str(tmp_path / "no_model"), "--prompt", "hi"]) == 2
+    assert capsys.readouterr().err == f"error: model folder not found: {tmp_path / 'no_model'}\n"
+
+
+# --------------------------------------------------------------------------------- generate: sampling flags
+def _parsed(*argv):
+    from mgrd.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def test_cli_defaults_are_the_python_defaults():
+    from mgrd.cli import _sampling_config
+    from mgrd.generate import SamplingConfig
+
+    assert _sampling_config(_parsed("generate", "--model", "m")) == SamplingConfig()
+    assert _sampling_config(_parsed("demo")) == SamplingConfig(max_new_tokens=64)  # the demo keeps it short
+
+
+def test_a_flag_per_sampling_field_with_its_help():
+    import dataclasses
+
+    from mgrd.cli import build_parser
+    from mgrd.generate import SamplingConfig
+
+    generate = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]
+    flags = {a.dest: a for a in generate._actions}
+    for f in dataclasses.fields(SamplingConfig):
+        assert flags[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        assert flags[f.name].help.startswith(f.metadata["help"])
+
+
+def test_flags_set_and_config_combine_later_wins(tmp_path, monkeypatch):
+    from mgrd.cli import _sampling_config
+
+    monkeypatch.chdir(tmp_path)  # the shipped config is found from any folder
+    cfg = _sampling_config(_parsed("generate", "--model", "m", "--config", "configs/generate.yaml",
+                                   "--set", "top_k=5", "--set", "stop_ids=9", "--top-k", "7", "--seed", "3"))
+    assert (cfg.temperature, cfg.top_k, cfg.stop_ids, cfg.seed) == (0.7, 7, (9,), 3)
+    assert _sampling_config(_parsed("generate", "--model", "m", "--stop-ids", "5", "7")).stop_ids == (5, 7)
+    assert _sampling_config(_parsed("generate", "--model", "m", "--set", "stop_ids=[5, 7]")).stop_ids == (5, 7)
+    with pytest.raises(SystemExit):
+        _parsed("generate", "--model", "m", "--temperature", "true")  # argparse: not a float
+
+
+def test_max_new_tokens_past_the_context_is_capped_with_one_warning_line(tiny_dir, tmp_path, capsys):
+    import shutil
+
+    small = tmp_path / "small"
+    shutil.copytree(tiny_dir, small)
+    config = json.loads((small / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 48
+    (small / "config.json").write_text(json.dumps(config))
+    assert main(["generate", "--model", str(small), "--prompt", "hi", "--max-new-tokens", "500", "--json",
+                 "--temperature", "0"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["usage"]["total_tokens"] <= 48
+    assert captured.err.startswith("warning: ") and captured.err.count("\n") == 1, captured.err
+    assert main(["generate", "--model", str(small), "--prompt", "word " * 60]) == 2  # the prompt alone is too long
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------------------------- entry points and help
+def test_python_dash_m_mgrd_and_version():
+    from mgrd import __version__
+
+    done = subprocess.run([sys.executable, "-m", "mgrd", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == f"mgrd {__version__}\n"
+
+
+def test_top_level_help_is_for_users(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "Start here" in out and "mgrd demo" in out and "Only parsing and dispatch" not in out
+    for command in ("demo", "init", "inspect", "generate", "data"):
+        assert f"    {command}" in out
+
+
+def test_generate_into_a_closed_pipe_exits_quietly(tiny_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "mgrd", "generate", "--model", str(tiny_dir), "--prompt", "hi",
+                             "--max-new-tokens", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # `| head` that has already gone
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == ""
