@@ -8,7 +8,8 @@ Every stage walks the same path from an item (a manifest row or a loaded `mgrd.d
   to the last user turn.
 - `Task.target(item, style)`: the assistant content for SFT, `mgrd.chat.format_reasoning(chain, answer)`.
 - `Task.encode_prompt` / `Task.encode_example`: those messages through `mgrd.chat.encode_chat` with the
-  official server's part join, so generation, rollouts, evaluation and SFT build the same prompt tokens.
+  official server's part join, so generation, rollouts, evaluation and SFT build the same prompt tokens;
+  `clip_features(item)` featurises an item's clips once for both.
 - `Task.grade(item, completion)`: 1.0 / 0.0 from the task's grader (`mgrd.tasks.grading`).
 - `Task.reward(completions, **columns)`: the report's rewards built from `grade` (Step-Audio-R1 §10.6): an
   item without audio earns `1[correct]`, an item with audio `0.8·1[correct] + 0.2·1[reasoning present]`.
@@ -22,19 +23,23 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from mgrd.audio import features_for_clip
 from mgrd.chat import OFFICIAL_PART_JOIN, ChatInputs, Message, encode_chat, format_reasoning
+from mgrd.models.config import AudioEncoderConfig
 from mgrd.tasks.grading import GRADERS, as_row, extract_answer, grade, has_reasoning
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedTokenizerBase
 
-    from mgrd.models.config import AudioEncoderConfig
 
 Style = Literal["grounded", "text_substitute", "text", "none"]
 STYLES = ("grounded", "text_substitute", "text", "none")
+Features = Mapping[str, Sequence["torch.Tensor"]]  # clip path -> one [n_mels, L] log-mel per chunk
 AUDIO_REWARD_WEIGHTS = (0.8, 0.2)  # (correct, reasoning present): Step-Audio-R1 §10.6 audio reward
 
 
@@ -79,21 +84,24 @@ class Task:
         choices = row.get("choices")
         return f"{question}\n{letter_choices(choices)}" if choices else question
 
-    def prompt(self, item: dict | Any) -> list[Message]:
+    def prompt(self, item: dict | Any, features: Features | None = None) -> list[Message]:
         """The messages shown to the model for an item (no assistant turn).
 
         Args:
             item: a manifest row or `Item`; audio paths are used as given (an `Item`'s are absolute).
+            features: precomputed log-mels per clip path (`clip_features`); an audio part whose path is in it
+                carries them as `"mels"`, so `encode_chat` does not decode the clip again.
         Returns:
             OpenAI-style messages: one user turn `[audio parts..., question text]` (text first when not
             `audio_first`), or a conversation's messages up to its last user turn.
         """
         row = as_row(item)
         if row.get("messages") is not None:
-            return _up_to_last_user(row)
+            return _with_features(_up_to_last_user(row), features)
         audio = [{"type": "audio", "audio": os.fspath(path)} for path in row.get("audio") or []]
         text = [{"type": "text", "text": self.question_text(row)}]
-        return [{"role": "user", "content": audio + text if self.audio_first else text + audio}]
+        messages = [{"role": "user", "content": audio + text if self.audio_first else text + audio}]
+        return _with_features(messages, features)
 
     # ------------------------------------------------------------------------------------------ target
 
@@ -117,7 +125,11 @@ class Task:
     # ------------------------------------------------------------------------------------------ encoding
 
     def encode_prompt(
-        self, item: dict | Any, tokenizer: PreTrainedTokenizerBase, audio_config: AudioEncoderConfig | None = None
+        self,
+        item: dict | Any,
+        tokenizer: PreTrainedTokenizerBase,
+        audio_config: AudioEncoderConfig | None = None,
+        features: Features | None = None,
     ) -> ChatInputs:
         """The generation prompt's ids and audio features (ends with `<|BOT|>assistant\\n<think>\\n`).
 
@@ -125,10 +137,11 @@ class Task:
             item: a manifest row or `Item`.
             tokenizer: a tokenizer with the control tokens.
             audio_config: the model's encoder config (mel bins, token rule); None = the defaults.
+            features: precomputed log-mels per clip path (`clip_features`); None decodes the clips.
         Returns:
             `ChatInputs` with `input_ids` `[T]` and one `[n_mels, L]` mel per audio chunk.
         """
-        return _encode(tokenizer, self.prompt(item), audio_config, add_generation_prompt=True)
+        return _encode(tokenizer, self.prompt(item, features), audio_config, add_generation_prompt=True)
 
     def encode_example(
         self,
@@ -136,17 +149,18 @@ class Task:
         tokenizer: PreTrainedTokenizerBase,
         style: Style | None = None,
         audio_config: AudioEncoderConfig | None = None,
+        features: Features | None = None,
     ) -> ChatInputs:
         """An SFT example: the prompt plus `target(item, style)`; its ids before the first label equal
         `encode_prompt(item, ...)`'s ids.
 
-        Only the final reply is learned: a conversation's earlier assistant turns are context, as the prompt
+        `style` as in `target`; `audio_config` and `features` as in `encode_prompt`. Only the final reply is learned: a conversation's earlier assistant turns are context, as the prompt
         shows them, and carry no labels.
 
         Returns:
             `ChatInputs` with `input_ids` `[T]`, mels, and `labels_mask` `[T]` on the target and its `<|EOT|>`.
         """
-        messages = self.prompt(item) + [{"role": "assistant", "content": self.target(item, style)}]
+        messages = self.prompt(item, features) + [{"role": "assistant", "content": self.target(item, style)}]
         inputs = _encode(tokenizer, messages, audio_config, train=True)
         mask = inputs.labels_mask
         # the final turn's content and <|EOT|> are the last run of 1s; every label before it is context
@@ -219,6 +233,40 @@ class Task:
 def _encode(tokenizer, messages: list[Message], audio_config, **kwargs) -> ChatInputs:
     """`encode_chat` with the official server's part join and the model's audio config."""
     return encode_chat(tokenizer, messages, part_join=OFFICIAL_PART_JOIN, audio_config=audio_config, **kwargs)
+
+
+def clip_features(
+    item: dict | Any, audio_config: AudioEncoderConfig | None = None, channel: str = "first"
+) -> Features:
+    """The log-mels of every clip of an item, computed once, for `prompt(item, features=...)` and the encoders.
+
+    Args:
+        item: a manifest row or `Item` (its `audio` paths and the audio parts of its messages).
+        audio_config: the model's encoder config (mel bins, token rule); None = the defaults.
+        channel: "first" or "mean" for multi-channel files.
+    Returns:
+        `{path: [mel [n_mels, L] per <= 25 s chunk]}`.
+    """
+    config = audio_config or AudioEncoderConfig()
+    row = as_row(item)
+    paths = [os.fspath(p) for p in row.get("audio") or []] + [
+        os.fspath(p["audio"]) for m in row.get("messages") or [] if isinstance(m.get("content"), list)
+        for p in m["content"] if isinstance(p, dict) and p.get("type") == "audio"]
+    return {path: features_for_clip(path, config.n_mels, channel=channel, token_count=config.token_count)
+            for path in dict.fromkeys(paths)}
+
+
+def _with_features(messages: list[Message], features: Features | None) -> list[Message]:
+    """`messages` with `"mels"` added to each audio part whose path has precomputed features."""
+    if not features:
+        return messages
+
+    def part(p):
+        has = isinstance(p, dict) and p.get("type") == "audio" and os.fspath(p.get("audio", "")) in features
+        return dict(p, mels=features[os.fspath(p["audio"])]) if has else p
+
+    return [dict(m, content=[part(p) for p in m["content"]]) if isinstance(m.get("content"), list) else m
+            for m in messages]
 
 
 def letter_choices(choices: list[str]) -> str:

@@ -1,12 +1,13 @@
 """Task objects: prompts (lettered choices, conversations), targets per reasoning style, rewards, the registry."""
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from mgrd.chat import split_reasoning
+from mgrd.chat import OFFICIAL_PART_JOIN, render_chat, split_reasoning
 from mgrd.data.synth import FAMILIES
 from mgrd.tasks import TASKS, Task, UnknownTaskError, get_task, register_task, task_names
 from mgrd.tasks.base import letter_choices
@@ -75,6 +76,28 @@ def test_grading_a_letter_picks_the_choice_shown_under_that_letter():
     assert task.grade(CHOICE_ROW, "near 300 Hz\n</think>\nA") == 0.0
     swapped = dict(CHOICE_ROW, answer="the first")
     assert task.grade(swapped, "near 500 Hz\n</think>\nB") == 0.0
+
+
+class MCQBenchmark(Task):
+    """A benchmark task registered from outside the synthetic suite, with the official MMAU wording."""
+
+    def question_text(self, row):
+        options = "".join(f"{chr(65 + i)}. {c}\n" for i, c in enumerate(row["choices"]))
+        return (f"{row['question']}\nPlease choose the answer from the following options, do not provide any "
+                f"additional explanations or content: \n{options}")
+
+
+def test_a_benchmark_task_renders_the_official_mmau_prompt(scratch_task):
+    task = scratch_task(MCQBenchmark("scratch_mmau", "choice", audio_first=False))
+    row = {"id": "m-1", "task": "scratch_mmau", "audio": ["mmau_test.wav"], "answer": "Whispering",
+           "question": "Which of the following best describes the male vocal in the audio?",
+           "choices": ["Soft and melodic", "Aggressive and talking", "High-pitched and singing", "Whispering"]}
+    assert render_chat(get_task("scratch_mmau").prompt(row), part_join=OFFICIAL_PART_JOIN) == (
+        "<|BOT|>human\nWhich of the following best describes the male vocal in the audio?\n"
+        "Please choose the answer from the following options, do not provide any additional explanations or "
+        "content: \nA. Soft and melodic\nB. Aggressive and talking\nC. High-pitched and singing\nD. Whispering\n"
+        "\n<audio_patch><|EOT|><|BOT|>assistant\n<think>\n")
+    assert task.grade(row, "\n</think>\nD") == grade(row, "\n</think>\nD") == 1.0
 
 
 def test_text_item_without_choices_shows_only_the_question():
@@ -264,3 +287,20 @@ def test_conversation_example_learns_only_the_final_reply(tok):
     learned = [t for t, m in zip(example.input_ids, example.labels_mask) if m]
     assert tok.decode(learned) == "4 + 2 = 6.\n</think>\nYou have 6 stickers now.<|EOT|>"
     assert example.input_ids[: example.labels_mask.index(1)] == task.encode_prompt(CONV_ROW, tok).input_ids
+
+
+def test_precomputed_clip_features_give_the_same_encoding_without_reading_the_clip(tok, audio_row):
+    from mgrd.models.config import AudioEncoderConfig
+    from mgrd.tasks.base import clip_features
+
+    config = AudioEncoderConfig(n_mels=80, token_rule="vllm")
+    task = get_task("pitch_compare")
+    fresh = task.encode_example(audio_row, tok, audio_config=config)
+    features = clip_features(audio_row, config)
+    assert list(features) == audio_row["audio"] and features[audio_row["audio"][0]][0].shape[0] == 80
+    os.remove(audio_row["audio"][0])  # from here on only the cached features can supply the audio
+    cached = task.encode_example(audio_row, tok, audio_config=config, features=features)
+    assert cached.input_ids == fresh.input_ids and cached.labels_mask == fresh.labels_mask
+    assert all(a.equal(b) for a, b in zip(cached.mels, fresh.mels)) and len(cached.mels) == len(fresh.mels) == 1
+    prompt = task.encode_prompt(audio_row, tok, config, features=features)
+    assert cached.input_ids[: cached.labels_mask.index(1)] == prompt.input_ids
