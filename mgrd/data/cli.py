@@ -21,6 +21,8 @@ from pathlib import Path
 
 from mgrd.data.synth.base import SPLITS
 
+MAX_SHOWN_ERRORS = 20  # `data check` prints this many FILE:LINE errors, then how many more there are
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `data` command (with `synth` and `check`) to a top-level argparse subparsers object."""
@@ -56,7 +58,8 @@ def _add_synth(sub) -> None:
 
 def _add_check(sub) -> None:
     p = sub.add_parser("check", help="validate a manifest; prints FILE:LINE: message for each bad row",
-                       description="Validate every row of a JSONL manifest. Exit 0 if clean, 1 if any row is bad.")
+                       description="Validate every row of a JSONL manifest. Exit 0 if clean, 1 if any row is bad "
+                       f"(the first {MAX_SHOWN_ERRORS} errors are printed, then a count), 2 if it is no manifest.")
     p.add_argument("file", type=Path, help="the manifest (.jsonl) to validate")
     p.set_defaults(func=run_check)
 
@@ -116,8 +119,10 @@ def run_check(args: argparse.Namespace) -> int:
         report = check_manifest(args.file)
     except (ValueError, OSError) as err:
         return _error(str(err))
-    for message in report.errors:
+    for message in report.errors[:MAX_SHOWN_ERRORS]:
         print(message)
+    if len(report.errors) > MAX_SHOWN_ERRORS:
+        print(f"... and {len(report.errors) - MAX_SHOWN_ERRORS:,} more errors")
     for message in getattr(report, "warnings", []):
         print(f"warning: {message}", file=sys.stderr)
     verdict = "ok" if report.ok else f"{len(report.errors)} error{'s' if len(report.errors) != 1 else ''}"

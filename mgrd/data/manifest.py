@@ -235,6 +235,9 @@ class _Row:
     errors: list[str]
 
 
+BINARY_SNIFF_BYTES = 8192  # how much of a file is looked at for binary data before reading it as lines
+
+
 def _open_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
     """(line number, text, decode error) for every non-blank line."""
     if not path.exists():
@@ -242,6 +245,10 @@ def _open_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
     if path.is_dir():
         raise ManifestError(f"{path}: is a folder, not a manifest file")
     with open(path, "rb") as f:
+        head = f.read(BINARY_SNIFF_BYTES)
+        if b"\0" in head:  # JSON text never holds a NUL byte; wav, zip, gzip, safetensors do at once
+            raise ManifestError(f"{path}: binary data (a NUL byte at offset {head.index(0)}), not a JSON Lines manifest")
+        f.seek(0)
         for number, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -336,7 +343,7 @@ def check_manifest(path: str | os.PathLike) -> ManifestReport:
     files relative to the manifest; `reasoning_style` in REASONING_STYLES; `meta` an object.
 
     Raises:
-        ManifestError: the file does not exist or is a folder.
+        ManifestError: the file does not exist, is a folder, or holds binary data (a NUL byte in its first 8 KiB).
     """
     return _read(Path(path), strict=False)[1]
 

@@ -161,3 +161,23 @@ def test_closed_stdout_exits_quietly(args):
     proc.stdout.close()  # nobody reads: the first write fails with EPIPE
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and stderr == ""
+
+
+def test_check_on_a_binary_file_is_one_error_line(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.zeros(16000, dtype=np.float32), 16000)  # "RIFF", then the size 32036 as 24 7d 00 00
+    assert main(["check", str(wav)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"error: {wav}: binary data (a NUL byte at offset 6), not a JSON Lines manifest\n"
+
+
+def test_check_shows_a_few_errors_then_counts_the_rest(tmp_path, capsys):
+    text = tmp_path / "latin1.jsonl"
+    text.write_bytes(b"caf\xe9\n" * 100)  # not UTF-8 on every line, yet no NUL byte
+    assert main(["check", str(text)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 22 and all("not UTF-8 text" in line for line in lines[:20])
+    assert lines[20] == "... and 80 more errors" and lines[21] == f"{text}: 100 rows, 100 errors"

@@ -150,6 +150,15 @@ def test_not_utf8_line_is_reported(tmp_path):
     assert check_manifest(path).errors[0].startswith(f"{path}:3: not UTF-8 text")
 
 
+def test_binary_file_is_refused_before_reading_lines(tmp_path):
+    path = _suite(tmp_path, [_row(0)])
+    path.write_bytes(path.read_bytes() + b"\x00" * 3)  # a NUL anywhere in the first 8 KiB
+    with pytest.raises(ManifestError, match=r"binary data \(a NUL byte at offset \d+\), not a JSON Lines manifest"):
+        check_manifest(path)
+    with pytest.raises(ManifestError, match="binary data"):
+        load_manifest(path, strict=False)
+
+
 def test_write_manifest_round_trips_rows_and_items(tmp_path):
     rows = [_row(0), _row(1, choices=None, answer="12", question="Solve it.", reasoning=None,
                               reasoning_style=None, reasonings={})]
