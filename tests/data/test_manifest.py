@@ -53,6 +53,9 @@ def test_good_manifest_loads_with_resolved_audio_and_blank_lines_ignored(tmp_pat
     ({"choices": ["only one"]}, "'choices' must be a list of at least 2 strings"),
     ({"choices": ["x", "x"], "answer": "x"}, "'choices' must be distinct"),
     ({"answer": "the third"}, "'answer' 'the third' is not one of 'choices'"),
+    # The check is exact: graders compare verbatim, so a case or spacing variant is not the choice.
+    ({"answer": "The second"}, "'answer' 'The second' is not one of 'choices'"),
+    ({"answer": "the second "}, "'answer' 'the second ' is not one of 'choices'"),
     ({"reasoning_style": "vibes"}, "'reasoning_style' must be one of"),
     ({"reasoning": None}, "'reasoning_style' is set but 'reasoning' is null"),
     ({"reasonings": {"grounded": "something else"}}, "'reasoning' differs from reasonings['grounded']"),
