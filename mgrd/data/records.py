@@ -65,6 +65,14 @@ class CompletionRecord:
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     token_ids: list[int] | None = None
 
+    def __post_init__(self):
+        if self.finish_reason not in FINISH_REASONS:
+            raise RecordError(f"finish_reason must be one of {list(FINISH_REASONS)}, got {self.finish_reason!r}")
+        for name, verdict in self.scores.items():
+            if not (isinstance(verdict, dict) and isinstance(verdict.get("score"), (int, float))
+                    and isinstance(verdict.get("reason", ""), str)):
+                raise RecordError(f"scores[{name!r}] must be {{'score': number, 'reason': str}}, got {verdict!r:.80}")
+
     @classmethod
     def from_text(cls, text: str, n_tokens: int, finish_reason: str, **kwargs) -> CompletionRecord:
         """A completion with `reasoning` and `answer` split from `text` by `mgrd.chat.split_reasoning`."""
@@ -112,15 +120,13 @@ class SampleRecord:
             RecordError: a missing or mistyped field, or an unknown key.
         """
         _check(data, cls, "record")
-        completions = data.get("completions")
-        if not isinstance(completions, list):
-            raise RecordError("'completions' must be a list")
         parsed = []
-        for k, comp in enumerate(completions):
+        for k, comp in enumerate(data["completions"]):
             _check(comp, CompletionRecord, f"completions[{k}]")
-            if comp["finish_reason"] not in FINISH_REASONS:
-                raise RecordError(f"completions[{k}].finish_reason must be one of {list(FINISH_REASONS)}")
-            parsed.append(CompletionRecord(**comp))
+            try:
+                parsed.append(CompletionRecord(**comp))
+            except RecordError as err:
+                raise RecordError(f"completions[{k}].{err}") from None
         return cls(**dict(data, completions=parsed))
 
 

@@ -66,6 +66,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
     (lambda d: d.update(colour="red"), r":1: record has unknown key\(s\) \['colour'\]"),
     (lambda d: d["completions"][0].update(finish_reason="eos"), r"completions\[0\].finish_reason must be one of"),
     (lambda d: d["completions"][1].update(n_tokens=True), r"completions\[1\].n_tokens must be int, got bool"),
+    (lambda d: d["completions"][1].update(scores={"correct": 1}), r"completions\[1\].scores\['correct'\] must be"),
 ])
 def test_field_errors_are_one_line_with_the_line_number(tmp_path, mutate, message):
     data = make_record(0).to_dict()
@@ -74,6 +75,11 @@ def test_field_errors_are_one_line_with_the_line_number(tmp_path, mutate, messag
     path.write_text(json.dumps(data) + "\n")
     with pytest.raises(RecordError, match=message):
         read_records(path)
+
+
+def test_a_completion_with_an_unknown_finish_reason_cannot_be_made():
+    with pytest.raises(RecordError, match=r"finish_reason must be one of \['stop', 'length'\], got 'eos'"):
+        CompletionRecord(text="x", n_tokens=1, finish_reason="eos")
 
 
 def test_missing_file_and_nan_are_clear_errors(tmp_path):
