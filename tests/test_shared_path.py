@@ -20,6 +20,7 @@ from mgrd.models import build_model
 from mgrd.models.presets import tiny
 from mgrd.rollout import rollout
 from mgrd.tasks import get_task
+from mgrd.tasks.base import clip_features
 
 FAMILIES = ["pitch_compare", "text_compare", "conversation"]
 K = 2
@@ -46,7 +47,10 @@ def test_sft_generation_rollout_and_evaluation_share_the_prompt(tok, model, item
     tasks = [get_task(item.task) for item in items]
 
     prompts = [t.encode_prompt(item, tok, audio_config) for t, item in zip(tasks, items)]
-    examples = [t.encode_example(item, tok, audio_config=audio_config) for t, item in zip(tasks, items)]
+    # SFT examples from clip features computed once per item: the same ids and mels as decoding again
+    features = [clip_features(item, audio_config) for item in items]
+    examples = [t.encode_example(item, tok, audio_config=audio_config, features=f)
+                for t, item, f in zip(tasks, items, features)]
     sft = collate_sft(examples, pad_id)
     batch = rollout(model, prompts, SamplingConfig(max_new_tokens=6, seed=0), num_samples=K, tokenizer=tok)
     records = records_from_rollout(batch, items, model_name="tiny", iteration=0)
