@@ -31,7 +31,8 @@ from tqdm import tqdm
 from mgrd.atomic import TargetError, check_target, swap_in, sweep_stale, temp_beside
 from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
 from mgrd.data.synth.acoustic import round_floats
-from mgrd.data.synth.base import SAMPLE_RATE, SPLITS
+from mgrd.data.manifest import Item
+from mgrd.data.synth.base import SAMPLE_RATE, SPLITS, SynthItem
 
 MANIFEST_NAME = "manifest.jsonl"
 SUITE_NAME = "suite.json"
@@ -78,11 +79,25 @@ def render_row(task: tuple[str, int, int, str, str]) -> str:
     item = FAMILIES[family].make(item_rng(seed, family, split, index), split)
     ident = item_id(family, index)
     names = [f"{ident}.wav"] if len(item.audio) == 1 else [f"{ident}-{k}.wav" for k in range(len(item.audio))]
-    for name, clip in zip(names, item.audio):
-        _write_wav(os.path.join(audio_dir, name), clip)
-    row = item.to_row(ident, family, [f"{AUDIO_DIR}/{name}" for name in names])
-    row["meta"] = round_floats(row["meta"])
+    paths = [os.path.join(audio_dir, name) for name in names]
+    for path, clip in zip(paths, item.audio):
+        _write_wav(path, clip)
+    row = manifest_item(item, ident, family, paths).to_row(os.path.dirname(audio_dir))
     return json.dumps(row, ensure_ascii=False, allow_nan=False)
+
+
+def manifest_item(item: SynthItem, ident: str, family: str, audio_paths: list[str]) -> Item:
+    """A drawn item as a manifest `Item` (the one row schema, `mgrd.data.manifest`), meta floats rounded.
+
+    The reasoning shown in the row is the item's default style; every style stays in `reasonings`.
+    """
+    return Item(
+        id=ident, task=family, answer=item.answer, audio=[Path(p) for p in audio_paths],
+        question=item.question if item.messages is None else None, choices=item.choices,
+        reasoning=item.reasonings.get(item.default_style),
+        reasoning_style=item.default_style if item.reasonings else None,
+        reasonings=dict(item.reasonings), meta=round_floats(item.meta), messages=item.messages,
+    )
 
 
 def _check_families(families) -> list[str]:
