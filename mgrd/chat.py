@@ -56,7 +56,8 @@ Message = dict[str, Any]
 CHAT_TEMPLATE = (
     "{%- set join = part_join if part_join is defined else '' -%}"
     "{%- set last = messages | length - 1 -%}"
-    "{%- set open_last = messages and messages[last]['role'] == 'assistant' and messages[last].get('eot', true) is false -%}"
+    "{%- set open_last = messages and messages[last]['role'] == 'assistant'"
+    " and messages[last].get('eot', true) is false -%}"
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' and not loop.first -%}"
     "{{- raise_exception('a system message may only be the first message') -}}"

@@ -322,7 +322,8 @@ MMAU_CHOICES = ["Soft and melodic", "Aggressive and talking", "High-pitched and 
 
 def _official_mcq_text(question: str, choices: list[str]) -> str:
     """The MCQ text exactly as `examples-vllm_r1.py` builds it (MMAU, MMSU, MMAR)."""
-    text = f"{question}\nPlease choose the answer from the following options, do not provide any additional explanations or content: \n"
+    instruction = "Please choose the answer from the following options, do not provide any additional explanations or content: "
+    text = f"{question}\n{instruction}\n"
     for i, choice in enumerate(choices):
         text += f"{chr(65 + i)}. {choice}\n"
     return text
@@ -520,7 +521,8 @@ def test_jinja_template_ids_equal_encode_chat_for_text_prompts(tok):
     prompts = [
         [SYSTEM, {"role": "user", "content": "What is 12 + 30?"}],
         [{"role": "human", "content": [_text("Solve it."), _text("Step by step.")]}],
-        [SYSTEM, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}],
+        [SYSTEM, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+         {"role": "user", "content": "again"}],
     ]
     for messages in prompts:
         for join in ("", "\n"):

@@ -134,7 +134,8 @@ def test_saved_tokenizer_carries_the_chat_template(tok, tmp_path):
     loaded = load_tokenizer(folder)
     messages = [{"role": "user", "content": [{"type": "text", "text": "Which?"}, {"type": "audio", "audio": "a.wav"}]}]
     got = loaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, part_join="\n")
-    assert got == render_chat(messages, part_join="\n") == "<|BOT|>human\nWhich?\n<audio_patch><|EOT|><|BOT|>assistant\n<think>\n"
+    assert got == render_chat(messages, part_join="\n")
+    assert got == "<|BOT|>human\nWhich?\n<audio_patch><|EOT|><|BOT|>assistant\n<think>\n"
 
 
 def test_another_template_is_replaced_on_save(tok, tmp_path):

@@ -54,7 +54,8 @@ class AudioEncoderConfig:
 
     def __post_init__(self):
         if self.token_rule not in TOKEN_RULES:
-            raise ConfigError(f"audio_encoder_config.token_rule must be one of {', '.join(TOKEN_RULES)}, got {self.token_rule!r}")
+            rules = ", ".join(TOKEN_RULES)
+            raise ConfigError(f"audio_encoder_config.token_rule must be one of {rules}, got {self.token_rule!r}")
 
     def token_count(self, mel_frames: int) -> int:
         """Audio tokens a chunk of `mel_frames` mel frames becomes in this model (`mgrd.audio.audio_token_count`)."""
