@@ -370,6 +370,26 @@ def test_flags_set_and_config_combine_later_wins(tmp_path, monkeypatch):
         _parsed("generate", "--model", "m", "--temperature", "true")  # argparse: not a float
 
 
+def test_stop_ids_flag_reaches_generation(tiny_dir, capsys):
+    """The greedy first token, given as an extra stop id, ends the sample after one token."""
+    from mgrd.chat import OFFICIAL_PART_JOIN, encode_chat
+    from mgrd.generate import SamplingConfig, generate
+    from mgrd.models import load_pretrained
+    from mgrd.tokenizer import load_tokenizer
+
+    tok, model = load_tokenizer(tiny_dir), load_pretrained(tiny_dir)
+    prompt = encode_chat(tok, [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                         audio_config=model.config.audio, part_join=OFFICIAL_PART_JOIN)
+    [[free]] = generate(model, [prompt], SamplingConfig(temperature=0, max_new_tokens=3))
+    first = free.token_ids[0]
+    assert len(free.token_ids) == 3 and first not in model.config.stop_ids()
+    assert main(["generate", "--model", str(tiny_dir), "--prompt", "hi", "--temperature", "0", "--max-new-tokens", "3",
+                 "--json", "--stop-ids", str(first)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["usage"]["completion_tokens"] == 1 and doc["choices"][0]["finish_reason"] == "stop"
+    assert doc["usage"]["prompt_tokens"] == len(prompt.input_ids)
+
+
 def test_max_new_tokens_past_the_context_is_capped_with_one_warning_line(tiny_dir, tmp_path, capsys):
     import shutil
 
