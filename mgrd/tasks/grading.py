@@ -33,12 +33,16 @@ from mgrd.chat import THINK_END, THINK_START, split_reasoning
 
 _ARTICLES = {"a", "an", "the"}
 # "the answer is X", "final answer: X", "answer - X"; the last such trigger in the answer wins
-_TRIGGER = re.compile(r"\banswer\s*(?:(?:is|would be|will be|should be)\s*[:=\-]?|[:=\-])\s*", re.IGNORECASE)
+# ("-" is a separator only when no number follows: "the answer is -5" keeps its sign)
+_TRIGGER = re.compile(r"\banswer\s*(?:(?:is|would be|will be|should be)\s*(?:[:=]|-(?![\d.]))?|[:=]|-(?![\d.]))\s*",
+                      re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 # an option letter alone: "B", "(B)", "B.", "b)", "Option B", "choice (b)"
 _LETTER_ALONE = re.compile(r"^(?:option|choice)?\s*\(?([A-Za-z])\)?[.:)]?$", re.IGNORECASE)
-# an option letter followed by text: "B. the second", "(B) the second", "B) the second"
-_LETTER_LEAD = re.compile(r"^(?:option\s+|choice\s+)?(?:\(([A-Za-z])\)|([A-Za-z])[.:)])\s+(.+)$", re.IGNORECASE)
+# an option letter followed by text: "B. the second", "(B) the second", "B) the second", "B)the second"
+# (a closing bracket may touch the text; "B." and "B:" need a space, so "a.m. recording" is not option A)
+_LETTER_LEAD = re.compile(r"^(?:option\s+|choice\s+)?(?:\(?([A-Za-z])\)\s*|([A-Za-z])[.:]\s+)(.+)$", re.IGNORECASE)
+_MARKUP = re.compile(r"[*`]")  # markdown emphasis and code marks around letters or choices ("**B.** the second")
 
 _UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
           "fifteen sixteen seventeen eighteen nineteen").split()
@@ -146,7 +150,7 @@ def resolve_choice(answer: str, choices: list[str]) -> str | None:
     """
     options = _unique_choices(choices)
     segment = _final_segment(answer)
-    text = (segment if segment is not None else answer).strip().strip("*`\"' ")
+    text = _MARKUP.sub("", segment if segment is not None else answer).strip().strip("\"' ")
     letter = _LETTER_ALONE.match(text)
     if letter:
         index = _letter_index(letter.group(1), len(choices))
@@ -234,7 +238,8 @@ def grade_numeric(response: str | None, answer: str | float, *, rel_tol: float =
         response: the full model response (think block included).
         answer: the reference: a number, or text whose final number is the reference ("#### 70000",
             "You have 6 apples now.").
-        rel_tol, abs_tol: passed to `math.isclose`.
+        rel_tol, abs_tol: passed to `math.isclose` when either number is fractional (rounding in written
+            decimals); two whole numbers compare exactly, so 999,999 is never 1,000,000.
     Raises:
         ValueError: the reference holds no number (a data bug, not a wrong response).
     """
@@ -245,6 +250,8 @@ def grade_numeric(response: str | None, answer: str | float, *, rel_tol: float =
     predicted = parse_final_number(text) if text else None
     if predicted is None or math.isnan(predicted):
         return 0.0
+    if predicted.is_integer() and reference.is_integer():
+        return float(predicted == reference)
     return float(math.isclose(predicted, reference, rel_tol=rel_tol, abs_tol=abs_tol))
 
 

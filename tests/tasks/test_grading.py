@@ -62,6 +62,15 @@ def test_grade_choice_rejects_wrong_ambiguous_or_missing_answers(response):
     assert grade_choice(response, "the second", TWO) == 0.0
 
 
+@pytest.mark.parametrize("response, expected", [
+    ("B)the second", "second"), ("(B)the second", "second"), ("**B.** the second", "second"),
+    ("**B)** the second", "second"), ("`B`", "second"),
+    ("B)the first", None), ("**B)** the first", None), ("**B.** the first", None),  # letter and text disagree
+])
+def test_letter_markup_glued_or_in_bold_is_still_a_letter(response, expected):
+    assert resolve_choice(response, TWO) == expected
+
+
 def test_grade_choice_prefers_the_longest_named_choice():
     choices = ["present", "not present"]
     assert grade_choice("It is not present.", "not present", choices) == 1.0
@@ -109,6 +118,15 @@ def test_grade_numeric_matches(response, answer):
 ])
 def test_grade_numeric_rejects(response, answer):
     assert grade_numeric(response, answer) == 0.0
+
+
+@pytest.mark.parametrize("response, answer, verdict", [
+    ("999999", "1000000", 0.0), ("1,000,001", "1000000", 0.0), ("1e6", "1000000", 1.0),  # whole: exact
+    ("1000000.5", "1000000", 1.0),  # fractional: within rel_tol 1e-6
+    ("-2000000", "-1999999", 0.0),
+])
+def test_whole_numbers_compare_exactly_fractions_within_tolerance(response, answer, verdict):
+    assert grade_numeric(response, answer) == verdict
 
 
 def test_grade_numeric_tolerance_is_configurable():
