@@ -19,6 +19,8 @@ from mgrd.models.reasoner import AudioReasoner
 from mgrd.tokenizer import SpecialTokenIds
 
 WHISPER_LARGE = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32)
+# The official text config class always extends the eos list to these (<|endoftext|>, <|im_end|>, <|EOT|>).
+RELEASED_EOS_PAD = dict(eos_token_id=[151643, 151645, 151665], pad_token_id=151643)
 
 
 def _qwen2_text(hidden, intermediate, layers, heads, kv_heads, vocab, rms_eps, max_pos, **extra) -> dict:
@@ -55,14 +57,14 @@ def tiny(vocab_size: int = 512, special_ids: SpecialTokenIds | None = None) -> M
 def step_audio_2_mini() -> ModelConfig:
     """Step-Audio-2-mini: Whisper-large encoder + Qwen2.5-7B text dims, released vocabulary, 16,384 positions."""
     audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=3584)
-    text = _qwen2_text(3584, 18944, 28, 28, 4, RELEASED_VOCAB, 1e-6, 16384, eos_token_id=151643, pad_token_id=151643)
+    text = _qwen2_text(3584, 18944, 28, 28, 4, RELEASED_VOCAB, 1e-6, 16384, **RELEASED_EOS_PAD)
     return ModelConfig(audio=audio, text=text, special_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
 
 
 def step_audio_r1() -> ModelConfig:
     """Step-Audio-R1: Whisper-large encoder + Qwen2.5-32B text dims (64 layers, 5120 wide), vocab 158,720."""
     audio = AudioEncoderConfig(**WHISPER_LARGE, llm_dim=5120)
-    text = _qwen2_text(5120, 27648, 64, 40, 8, RELEASED_VOCAB, 1e-5, 65536, eos_token_id=151643, pad_token_id=151643)
+    text = _qwen2_text(5120, 27648, 64, 40, 8, RELEASED_VOCAB, 1e-5, 65536, **RELEASED_EOS_PAD)
     return ModelConfig(audio=audio, text=text, special_ids=RELEASED_AUDIO_IDS, extra={"torch_dtype": "bfloat16"})
 
 

@@ -64,7 +64,10 @@ def test_tiny_config_records_the_tokenizers_eos_and_pad(ids):
 
 def test_released_presets_carry_the_released_ids():
     for name in ("step-audio-2-mini", "step-audio-r1"):
-        assert preset_config(name).special_ids == SpecialTokenIds(151688, 151689, 151690)
+        config = preset_config(name)
+        assert config.special_ids == SpecialTokenIds(151688, 151689, 151690)
+        assert config.stop_ids() == (151643, 151645, 151665)  # the eos list the official config class builds
+        assert config.text["pad_token_id"] == 151643
 
 
 def test_bad_audio_token_ids_key_is_one_clear_error():
