@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from mgrd.chat import OFFICIAL_PART_JOIN, render_chat, split_reasoning
+from mgrd.tasks import get_task
+from mgrd.tasks.grading import as_row
 
 log = logging.getLogger(__name__)
 
@@ -307,9 +309,6 @@ def records_from_rollout(
     Raises:
         RecordError: a group id outside `range(len(items))`, or a prompt without rows.
     """
-    from mgrd.tasks import get_task  # lazy: tasks import the synthetic suite's registry
-    from mgrd.tasks.grading import as_row
-
     task_of = task_of or (lambda item: get_task(as_row(item)["task"]))
     rows = _rollout_rows(batch, len(items))
     records = []
