@@ -54,7 +54,8 @@ def temp_beside(target: Path, kind: str = "tmp") -> Path:
 
 def sweep_stale(target: Path) -> list[Path]:
     """Remove the temporary folders of `target` whose process no longer runs; returns what was removed."""
-    pattern = re.compile(re.escape(f".{target.name}.") + r"(tmp|old)-(\d+)-")
+    # `.NAME.old-PID` without a suffix is what versions before this module left when replacing a folder.
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(tmp|old)-(\d+)(-|$)")
     removed = []
     if not target.parent.is_dir():
         return removed

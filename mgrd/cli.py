@@ -478,6 +478,8 @@ def cmd_demo(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = args.model or args.out / "model"
     if args.model is None and not (model_dir / "config.json").is_file():
+        if model_dir.exists() and (not model_dir.is_dir() or any(model_dir.iterdir())):
+            raise ValueError(f"{model_dir} exists and holds no checkpoint; choose another --out (nothing was changed)")
         t = time.perf_counter()
         init_checkpoint("tiny", model_dir, seed=0)
         print(f"built the tiny model in {time.perf_counter() - t:.1f} s -> {model_dir}")

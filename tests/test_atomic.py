@@ -75,8 +75,9 @@ def test_linux_swap_is_one_exchange(tmp_path):
 
 def test_sweep_removes_only_dead_runs_of_the_same_target(tmp_path):
     pid = _dead_pid()
-    stale = [tmp_path / f".ckpt.tmp-{pid}-x1", tmp_path / f".ckpt.old-{pid}-x2"]
-    kept = [tmp_path / f".ckpt.tmp-{os.getpid()}-x3", tmp_path / f".other.tmp-{pid}-x4", tmp_path / "ckpt.tmp-1-x"]
+    stale = [tmp_path / f".ckpt.tmp-{pid}-x1", tmp_path / f".ckpt.old-{pid}-x2", tmp_path / f".ckpt.old-{pid}"]
+    kept = [tmp_path / f".ckpt.tmp-{os.getpid()}-x3", tmp_path / f".other.tmp-{pid}-x4", tmp_path / "ckpt.tmp-1-x",
+            tmp_path / f".ckpt.old-{pid}x"]
     for p in stale + kept:
         p.mkdir()
     assert sorted(sweep_stale(tmp_path / "ckpt")) == sorted(stale)

@@ -432,3 +432,11 @@ def test_generate_into_a_closed_pipe_exits_quietly(tiny_dir):
     proc.stdout.close()  # `| head` that has already gone
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and stderr == ""
+
+
+def test_demo_never_replaces_a_folder_that_is_not_its_model(tmp_path, capsys):
+    (tmp_path / "demo" / "model").mkdir(parents=True)
+    (tmp_path / "demo" / "model" / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "model" / "notes.txt").read_text() == "mine"
