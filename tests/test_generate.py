@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -359,3 +363,39 @@ def test_greedy_tokens_equal_pinned(pinned_model, pinned_prompts, penalty):
     assert alone == PINNED_TOKENS[penalty]
     no_cache = generate(pinned_model, pinned_prompts, cfg, use_cache=False)
     assert [samples[0].token_ids for samples in no_cache] == PINNED_TOKENS[penalty]
+
+
+# --------------------------------------------------------------------------------------------- FSDP2 and compile
+
+FSDP_SCRIPT = Path(__file__).parent / "rollout" / "fsdp_generate.py"
+# aot_eager traces the model through dynamo and AOTAutograd as inductor does, without generating C++: inductor
+# gives the same tokens too, but compiling took 430 s on 2 shared cores (aot_eager: about 1 minute).
+COMPILE_BACKEND = "aot_eager"
+
+
+@pytest.mark.integration
+def test_fsdp2_sharded_model_generates_the_pinned_tokens(pinned_prompts, tmp_path):
+    """2 CPU processes over gloo, every decoder layer and the root sharded with `fully_shard`.
+
+    Rank 1 gets other prompts and a stop id it reaches at step 4 while rank 0 runs 16 steps: the ranks must
+    still take the same number of forwards (each one gathers the shards), or the run would hang.
+    """
+    prompts = [(list(p.input_ids), list(p.mels)) for p in pinned_prompts]
+    greedy = dict(max_new_tokens=16, temperature=0)
+    stop = PINNED_TOKENS[1.0][1][3]
+    inputs = dict(prompts=[prompts, prompts[1:2]], cfg=[greedy, dict(greedy, stop_ids=(stop,))], num_samples=2, seed=2)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    done = subprocess.run([sys.executable, str(FSDP_SCRIPT), str(tmp_path / "inputs.pt"), str(tmp_path / "out.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = json.loads((tmp_path / "out.json").read_text())
+    assert rank0 == [[t, t] for t in PINNED_TOKENS[1.0]]
+    assert rank1 == [[PINNED_TOKENS[1.0][1][:4]] * 2]
+
+
+@pytest.mark.integration
+def test_compiled_model_generates_the_pinned_tokens(pinned_prompts, tok, ids):
+    """`torch.compile` with dynamic shapes; COMPILE_BACKEND says which backend and why."""
+    compiled = torch.compile(build_model(tiny(len(tok), ids), seed=2).eval(), backend=COMPILE_BACKEND, dynamic=True)
+    out = generate(compiled, pinned_prompts, SamplingConfig(max_new_tokens=16, temperature=0), num_samples=2)
+    assert [[c.token_ids for c in samples] for samples in out] == [[t, t] for t in PINNED_TOKENS[1.0]]

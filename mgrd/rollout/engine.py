@@ -4,7 +4,8 @@
 encoded once, inside the model's forward), repeats the KV cache K times (`batch_repeat_interleave`) and
 decodes one token per step. The model is only ever called, never reached into, so an FSDP2-wrapped or
 `torch.compile`d model works. Per-token log-probs stay on the device and are stacked once at the end; the
-only host read per step is one `running.any()` to end early.
+only host read per step is one `running.any()` to end early. On an FSDP2-sharded model every forward is a
+collective, so that flag (and the token budget) is reduced over the ranks and all ranks take the same steps.
 
 `use_cache=False` is the reference loop: every step runs the whole sequence (audio included) through the model.
 Both paths share the sampling code, so greedy tokens agree. The logit maths lives in `mgrd.generate`.
@@ -98,6 +99,8 @@ def stream_tokens(model, prompt: PromptLike, cfg: SamplingConfig) -> Iterator[in
 def _setup(model, prompts: Sequence[PromptLike], cfg: SamplingConfig, use_cache: bool) -> tuple[PromptBatch, dict]:
     """Check the call, collate the prompts onto the model's device; returns them and `decode_steps` kwargs."""
     max_new = fit_context(model.config, prompts, cfg.max_new_tokens)
+    if _is_sharded(model):  # every rank must run the same number of forwards
+        max_new = -_max_over_ranks(torch.tensor(-max_new, device=_device(model)), True)
     stop_ids = resolve_stop_ids(model.config, cfg)
     pad_id = _pad_id(model.config)
     batch = collate_prompts(prompts, pad_id).to(_device(model))
@@ -170,47 +173,67 @@ def decode_steps(
         cfg: sampling settings (its `max_new_tokens` and `stop_ids` are not read: pass the resolved ones).
         num_samples: K rows per prompt. stop_ids: ids that end a row. pad_id: fed to finished rows (masked).
     """
-    k = num_samples
-    device = batch.input_ids.device
-    rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
-    prompt_ids, mask, positions = rep(batch.input_ids), rep(batch.attention_mask), rep(batch.position_ids)
-    rows = prompt_ids.shape[0]
-    mels, mel_lens = _repeat_chunks(batch, chunks_per_prompt, k) if not use_cache else (batch.mels, batch.mel_lens)
+    feed = _Feed(model, batch, num_samples, use_cache, chunks_per_prompt)
+    rows, device = feed.ids.shape[0], feed.ids.device
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     banned = _audio_ids(model.config, device)
     generator = None if cfg.seed is None else torch.Generator(device=device).manual_seed(cfg.seed)
+    sharded = _is_sharded(model)
     running = torch.ones(rows, dtype=torch.bool, device=device)
-    ids_so_far, pos_so_far, cache, seen, arange = prompt_ids, positions, None, None, torch.arange(rows, device=device)
+    seen, arange = None, torch.arange(rows, device=device)
     for step in range(max_new_tokens):
-        if step == 0 and use_cache:
-            out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens,
-                        position_ids=batch.position_ids, use_cache=True, logits_to_keep=1)
-            cache = out.cache
-            if k > 1:
-                cache.batch_repeat_interleave(k)
-            logits = rep(out.logits[:, -1])
-        elif use_cache:
-            out = model(ids_so_far[:, -1:], mask, position_ids=pos_so_far[:, -1:], cache=cache, use_cache=True,
-                        logits_to_keep=1)
-            cache, logits = out.cache, out.logits[:, -1]
-        else:
-            out = model(ids_so_far, mask, mels, mel_lens, position_ids=pos_so_far, logits_to_keep=1)
-            logits = out.logits[:, -1]
-        logits = logits.float()
+        logits = feed.next_logits()
         if seen is None:
-            seen = _seen_prompt_tokens(prompt_ids, mask, logits.shape[-1])
+            seen = _seen_prompt_tokens(feed.ids, feed.mask, logits.shape[-1])
         processed = process_logits(logits.index_fill(1, banned, float("-inf")), seen, cfg)
         tokens = pick_tokens(processed, cfg.greedy, generator)
         yield Step(tokens=tokens, logprobs=_at(processed.log_softmax(-1), tokens),
                    policy_logprobs=_at(logits.log_softmax(-1), tokens), valid=running.clone())
         seen[arange, tokens] |= running
         running &= ~torch.isin(tokens, stop)
-        if step == max_new_tokens - 1 or not bool(running.any()):
+        if step == max_new_tokens - 1 or not _max_over_ranks(running.any(), sharded):
             return
-        fed = torch.where(running, tokens, torch.full_like(tokens, pad_id))
-        mask = torch.cat([mask, running[:, None].to(mask.dtype)], dim=1)
-        ids_so_far = torch.cat([ids_so_far, fed[:, None]], dim=1)
-        pos_so_far = torch.cat([pos_so_far, pos_so_far[:, -1:] + 1], dim=1)
+        feed.append(torch.where(running, tokens, torch.full_like(tokens, pad_id)), running)
+
+
+class _Feed:
+    """What the decode loop feeds the model: the R = B x K rows so far, and the cache.
+
+    With the cache, the first call prefills the B prompts and repeats the cache K times, later calls feed the
+    last token; without it, every call runs the whole sequence with the audio chunks repeated per row.
+    """
+
+    def __init__(self, model, batch: PromptBatch, k: int, use_cache: bool, chunks_per_prompt: Sequence[int]):
+        self.model, self.batch, self.k, self.use_cache = model, batch, k, use_cache
+        rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
+        self.ids, self.mask, self.positions = rep(batch.input_ids), rep(batch.attention_mask), rep(batch.position_ids)
+        self.mels, self.mel_lens = (None, None) if use_cache else _repeat_chunks(batch, chunks_per_prompt, k)
+        self.cache = None
+
+    def next_logits(self) -> torch.Tensor:
+        """`[R, V]` float32 logits for the next position of every row."""
+        b = self.batch
+        if not self.use_cache:
+            out = self.model(self.ids, self.mask, self.mels, self.mel_lens, position_ids=self.positions,
+                             logits_to_keep=1)
+            return out.logits[:, -1].float()
+        if self.cache is None:
+            out = self.model(b.input_ids, b.attention_mask, b.mels, b.mel_lens, position_ids=b.position_ids,
+                             use_cache=True, logits_to_keep=1)
+            self.cache = out.cache
+            if self.k > 1:
+                self.cache.batch_repeat_interleave(self.k)
+            return out.logits[:, -1].float().repeat_interleave(self.k, dim=0)
+        out = self.model(self.ids[:, -1:], self.mask, position_ids=self.positions[:, -1:], cache=self.cache,
+                         use_cache=True, logits_to_keep=1)
+        self.cache = out.cache
+        return out.logits[:, -1].float()
+
+    def append(self, tokens: torch.Tensor, running: torch.Tensor) -> None:
+        """Add `[R]` tokens at the next position; rows not `running` get them masked out."""
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        self.mask = torch.cat([self.mask, running[:, None].to(self.mask.dtype)], dim=1)
+        self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
 
 
 def _at(logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -271,6 +294,24 @@ def _assemble(batch: PromptBatch, steps: list[Step], k: int, stop_ids, pad_id: i
         finish_reasons=["stop" if s else "length" for s in stopped],
         texts=texts,
     )
+
+
+def _is_sharded(model) -> bool:
+    """True for an FSDP2-sharded model in an initialised process group: its forwards are collectives."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch built without distributed support
+        return False
+    return isinstance(model, FSDPModule) and torch.distributed.is_initialized()
+
+
+def _max_over_ranks(value: torch.Tensor, sharded: bool) -> int:
+    """`int(value)`, its maximum over all ranks when the model is sharded, so every rank takes the same number
+    of steps even when one rank's rows have all stopped (they go on with masked pad tokens)."""
+    if sharded:
+        value = value.to(torch.long).reshape(1).clone()
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return int(value)
 
 
 def _pad_id(config) -> int:
