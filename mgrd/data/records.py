@@ -170,30 +170,39 @@ def _line(record: SampleRecord) -> bytes:
     return (json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
-def _cut_torn_tail(fd: int, path: Path) -> None:
-    """Truncate a last line that has no newline (a writer killed mid-line) so appends start on a new line."""
+def _mend_tail(fd: int, path: Path) -> None:
+    """Make an append start on a new line: a last line without its newline is finished when it holds a whole
+    record (a hand-edited file) and cut off otherwise (a writer killed mid-line)."""
     size = os.lseek(fd, 0, os.SEEK_END)
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
-    block, end = 65536, size
+    keep = _last_line_start(fd, size)
+    try:
+        SampleRecord.from_dict(json.loads(os.pread(fd, size - keep, keep).decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecordError):
+        log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted writer", path, size - keep)
+        os.ftruncate(fd, keep)
+    else:
+        os.write(fd, b"\n")
+
+
+def _last_line_start(fd: int, size: int, block: int = 65536) -> int:
+    """The offset just after the last newline before `size` (0 when there is none)."""
+    end = size
     while end > 0:
         start = max(0, end - block)
         cut = os.pread(fd, end - start, start).rfind(b"\n")
         if cut >= 0:
-            keep = start + cut + 1
-            break
+            return start + cut + 1
         end = start
-    else:
-        keep = 0
-    log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted writer", path, size - keep)
-    os.ftruncate(fd, keep)
+    return 0
 
 
 def append_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> int:
     """Append records to a JSONL file (created if absent), each as one line, then fsync.
 
     Each record is one `write` on an `O_APPEND` descriptor, so a kill leaves the earlier lines whole; a torn
-    last line from an earlier kill is cut off first.
+    last line from an earlier kill is cut off first (a whole record that only lacks its newline is kept).
 
     Returns:
         How many records were appended.
@@ -208,7 +217,7 @@ def append_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read: to find a torn tail
     try:
-        _cut_torn_tail(fd, path)
+        _mend_tail(fd, path)
         for line in lines:
             os.write(fd, line)
         os.fsync(fd)

@@ -104,6 +104,14 @@ def test_torn_last_line_is_skipped_on_read_and_cut_on_append(tmp_path):
     assert path.read_bytes().endswith(b"\n")
 
 
+def test_a_whole_last_record_without_its_newline_is_kept_on_append(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    write_records(path, [make_record(0), make_record(1)])
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # as an editor may save it
+    append_records(path, [make_record(2)])
+    assert [r.item_id for r in read_records(path)] == ["pitch-000", "pitch-001", "pitch-002"]
+
+
 WRITER = """
 import sys
 from mgrd.data.records import CompletionRecord, SampleRecord, append_records
