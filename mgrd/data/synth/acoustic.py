@@ -5,11 +5,14 @@ event position). Each draws its parameters from a seeded generator, renders one 
 `signals.py`, and hands the clip and its ground-truth facts to `finish()`, which every family (the
 compositional ones too) shares:
 
-- mild background noise (white or pink, 20-35 dB SNR) and a random overall level, so no task is solved
-  by a silence or level detector;
-- for the `ood` split, one corruption (white or babble noise at 20/10/5/0 dB SNR, or a speed change of
-  0.8-1.25x), recorded in `meta["corruption"]`; a speed change rescales the facts by key suffix
-  (`*_hz` and `*_bpm` times the factor, `*_s` divided by it) so `meta` always describes the audio as written;
+- mild background noise (white or pink, 20-35 dB SNR) and a random overall level (peak 0.3-0.95), so no
+  task is solved by a silence or level detector;
+- for the `ood` split, one corruption, recorded in `meta["corruption"]`: white or babble noise at 15/10/5/0 dB
+  SNR (all below the training background; raised to the next level when a sound of the clip would sink
+  below 0 dB SNR of its own, so the grounded chain never cites a masked sound), or a speed change of
+  0.8-1.25x in the direction that moves the family's split parameter further from its training range. A
+  speed change rescales the facts by key suffix (`*_hz` and `*_bpm` times the factor, `*_s` divided by it)
+  so `meta` always describes the audio as written;
 - the answer, computed by the family's rule from the (final, rounded) facts;
 - two reasoning chains: *grounded* (cites the measured facts) and *text_substitute* (argues from the
   wording and priors only, names no measured value, and picks an option independently of the audio, so it
@@ -17,7 +20,11 @@ compositional ones too) shares:
 
 Train and test draw the defining parameter from disjoint ranges (frequency, tempo or duration, see each
 family); `ood` uses the test ranges plus the corruption. Answers are drawn uniformly over the options, and
-choice lists have a fixed order, so neither wording nor position tells the answer.
+choice lists have a fixed order, so neither wording nor position tells the answer. Nor do trivial clip
+properties: clip length, RMS, peak and crest factor are drawn independently of the answer (beep rows share
+a fixed energy budget and sit in clips of random length; the timbre family randomises harmonic phases and
+draws its crest factor; fast and slow melodies last equally long), which `tests/data/synth/test_shortcuts.py`
+checks with trivial-feature classifiers.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ TONE_TIMBRES = ("sine", "square", "sawtooth")
 FIRST_SECOND = ["the first", "the second"]
 YES_NO = ["yes", "no"]
 BACKGROUND_SNR_DB = (20.0, 35.0)
-OOD_SNRS_DB = (20.0, 10.0, 5.0, 0.0)
-OOD_SPEEDS = (0.8, 0.9, 1.1, 1.25)
+OOD_SNRS_DB = (15.0, 10.0, 5.0, 0.0)  # every one strictly below the training background range
+OOD_SPEEDS = (0.8, 0.9, 1.1, 1.25)  # an item uses those that move its split parameter away from training
+EVENT_SNR_FLOOR_DB = 0.0  # no sound of an ood clip is buried deeper than this under the corruption noise
 OOD_KINDS = ("white", "babble", "speed")
 PEAK_RANGE = (0.3, 0.95)
 
@@ -84,11 +92,17 @@ def join(words: list[str]) -> str:
 
 
 def scale_facts(facts, factor: float):
-    """Facts after a speed change by `factor`: `*_hz`/`*_bpm` scale up, `*_s` scale down, others stay."""
+    """Facts after a speed change by `factor`: `*_hz`/`*_bpm` scale up, `*_s` scale down, others stay.
+
+    Lists, tuples and numpy arrays are scaled element by element (and come back as lists); numbers of any
+    numeric type (numpy scalars included, booleans excluded) are scaled; anything else is kept.
+    """
     def scaled(value, mult):
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple, np.ndarray)):
             return [scaled(v, mult) for v in value]
-        return value * mult if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            return float(value) * mult
+        return value
 
     out = {}
     for key, value in facts.items():
@@ -135,13 +149,44 @@ def _background(rng: np.random.Generator, clip: np.ndarray) -> tuple[np.ndarray,
     return sig.mix_at_snr(clip, sig.noise(kind, clip.size, rng), snr), {"kind": kind, "snr_db": round(snr, 2)}
 
 
-def _corrupt(rng: np.random.Generator, clip: np.ndarray) -> tuple[np.ndarray, dict]:
+def away_speeds(facts: dict, shift: tuple[str, tuple[float, float]] | None) -> tuple[float, ...]:
+    """The `OOD_SPEEDS` that move the split parameter further from its training range.
+
+    Args:
+        facts: the item's facts.
+        shift: (key of the split parameter in `facts`, its training range), or None when no parameter of the
+            family has split-dependent ranges (every speed is allowed then).
+    Returns:
+        The speeds above 1 when a speed-up moves the values away from the training range (a `*_hz` or
+        `*_bpm` key above it, or a `*_s` key below it), else those below 1.
+    """
+    values = [v for v in np.ravel(np.asarray(facts[shift[0]], dtype=object)) if v is not None] if shift else []
+    if not values:
+        return OOD_SPEEDS
+    above = float(values[0]) > shift[1][1]
+    up = above != shift[0].endswith("_s")  # a speed-up raises *_hz and *_bpm and shortens *_s
+    return tuple(f for f in OOD_SPEEDS if (f > 1.0) == up)
+
+
+def _corrupt(rng: np.random.Generator, clip: np.ndarray, clean: np.ndarray,
+             speeds: tuple[float, ...]) -> tuple[np.ndarray, dict]:
+    """One ood corruption of `clip` (`clean` is the clip before its background noise).
+
+    A noise corruption draws its SNR from `OOD_SNRS_DB`, then moves up to the next listed SNR as long as some
+    sound of the clean clip would sit below `EVENT_SNR_FLOOR_DB` (masked: the grounded chain could no longer
+    claim it); the highest listed SNR is used when none keeps every sound audible.
+    """
     kind = pick(rng, OOD_KINDS)
     if kind == "speed":
-        factor = pick(rng, OOD_SPEEDS)
+        factor = pick(rng, speeds)
         return sig.change_speed(clip, factor), {"kind": "speed", "factor": factor}
-    snr = pick(rng, OOD_SNRS_DB)
-    return sig.mix_at_snr(clip, sig.noise(kind, clip.size, rng), snr), {"kind": kind, "snr_db": snr}
+    drawn = pick(rng, OOD_SNRS_DB)
+    unit = sig.noise(kind, clip.size, rng)
+    unit = unit * np.float32(sig.rms(clip) / max(sig.rms(unit), 1e-12))  # 0 dB SNR against the whole clip
+    audible = [s for s in sorted(OOD_SNRS_DB) if s >= drawn
+               and sig.weakest_event_snr_db(clean, unit * np.float32(sig.db_to_amp(-s))) >= EVENT_SNR_FLOOR_DB]
+    snr = audible[0] if audible else max(OOD_SNRS_DB)
+    return sig.mix_at_snr(clip, unit, snr), {"kind": kind, "snr_db": snr}
 
 
 def finish(
@@ -156,6 +201,8 @@ def finish(
     explain: Callable[[dict], str],
     topic: str,
     guesses: list[str] | None = None,
+    shift: tuple[str, tuple[float, float]] | None = None,
+    crest_db: tuple[float, float] | None = None,
 ) -> SynthItem:
     """Turn a clean clip and its facts into an item (noise, corruption, level, answer, both chains).
 
@@ -170,15 +217,22 @@ def finish(
         explain: grounded reasoning from final facts (without the closing "The answer is" sentence).
         topic: what the question asks, for the text-substitute chain ("which of two tones is higher").
         guesses: the options a text-substitute chain picks from for a numeric item.
+        shift: (fact key, training range) of the parameter whose range differs between train and test; an
+            ood speed change then always moves it further from training (`away_speeds`).
+        crest_db: a range to draw the clip's crest factor from (reached with `signals.raise_crest`), for
+            families whose waveform shape is the answer: peak over RMS then says nothing about it.
     Returns:
         The finished `SynthItem` with one clip.
     """
+    clean = clip
     clip, background = _background(rng, clip)
     corruption = None
     if split == "ood":
-        clip, corruption = _corrupt(rng, clip)
+        clip, corruption = _corrupt(rng, clip, clean, away_speeds(facts, shift))
         if corruption["kind"] == "speed":
             facts = scale_facts(facts, corruption["factor"])
+    if crest_db is not None:
+        clip = sig.raise_crest(clip, float(rng.uniform(*crest_db)), rng)
     peak = float(rng.uniform(*PEAK_RANGE))
     clip = sig.peak_normalize(clip, peak)
     facts = round_floats(facts)
@@ -235,31 +289,59 @@ def make_pitch_compare(rng: np.random.Generator, split: str) -> SynthItem:
 
     return finish(rng, split, clip, facts, question=pick(rng, PITCH_QUESTIONS), choices=FIRST_SECOND,
                   answer=lambda f: first_or_second(f["f0_hz"]), explain=explain,
-                  topic="which of two tones is higher")
+                  topic="which of two tones is higher", shift=("f0_hz", PITCH_HZ["train"]))
 
 
 BEEP_HZ = {"train": (500.0, 1200.0), "test": (1400.0, 3000.0)}
 BEEP_COUNTS = (1, 6)
 BEEP_QUESTIONS = ("How many beeps are there?", "Count the beeps. How many do you hear?",
                   "How many times does the tone beep?")
+EDGE_LOSS_S = 2 * 0.01 * 2 / 3  # energy a note's two 10 ms linear fades take away, in seconds of full level
 
 
-def beep_train(rng: np.random.Generator, freq_hz: float, levels_db, dur_range=(0.06, 0.15), gap_range=(0.1, 0.3)):
-    """A row of sine beeps at the given levels: (clip, onsets_s, durations_s)."""
-    count = len(levels_db)
-    durations = rng.uniform(*dur_range, count)
-    gaps = rng.uniform(*gap_range, count)
-    onsets = float(rng.uniform(0.05, 0.3)) + np.concatenate([[0.0], np.cumsum(durations + gaps)[:-1]])
+def budget_durations(levels_db, weights, energy_s: float) -> np.ndarray:
+    """Note lengths that give a row of notes a fixed energy, whatever their number and levels.
+
+    Note i lasts in proportion to `weights[i]`, and the lengths are scaled so that the row's energy equals
+    `energy_s` seconds at the loudest note's level (fades included). With the clip length drawn on its own,
+    the clip's RMS over its peak (its crest factor) is then the same for one note or six.
+
+    Args:
+        levels_db: `[N]` note levels in dB.
+        weights: `[N]` positive relative lengths.
+        energy_s: the energy, in seconds of the loudest note.
+    Returns:
+        `[N]` lengths in seconds.
+    """
+    power = 10.0 ** ((np.asarray(levels_db, dtype=np.float64) - np.max(levels_db)) / 10.0)
+    weights = np.asarray(weights, dtype=np.float64)
+    return weights * energy_s / np.sum(weights * power) + EDGE_LOSS_S
+
+
+def beep_train(rng: np.random.Generator, freq_hz: float, levels_db, durations, gaps, total_s: float):
+    """Sine beeps in a row, at a random point of a `total_s` clip: (clip, onsets_s, durations_s).
+
+    Args:
+        levels_db, durations: `[N]` per beep; gaps: `[N - 1]` silences between them.
+        total_s: the clip length; must leave at least 0.05 s before the first beep and after the last.
+    """
+    starts = np.concatenate([[0.0], np.cumsum(np.add(durations[:-1], gaps))])
+    busy = float(starts[-1] + durations[-1])
+    if busy + 0.1 > total_s:
+        raise ValueError(f"{len(durations)} beeps need {busy + 0.1:.2f} s, more than the {total_s:.2f} s clip")
+    onsets = float(rng.uniform(0.05, total_s - busy - 0.05)) + starts
     beeps = [(t, sig.note(freq_hz, d, "sine", rng, g)) for t, d, g in zip(onsets, durations, levels_db)]
-    total = max(onsets[-1] + durations[-1] + float(rng.uniform(0.05, 0.3)), 0.6)  # clips last >= 0.6 s
-    return sig.place(beeps, total), [float(t) for t in onsets], [float(d) for d in durations]
+    return sig.place(beeps, total_s), [float(t) for t in onsets], [float(d) for d in durations]
 
 
 def make_beep_count(rng: np.random.Generator, split: str) -> SynthItem:
     count = int(rng.integers(BEEP_COUNTS[0], BEEP_COUNTS[1] + 1))
     freq = log_uniform(rng, *split_range(BEEP_HZ, split))
-    levels = rng.uniform(-4.0, 4.0, count)
-    clip, onsets, durations = beep_train(rng, freq, levels)
+    levels = rng.uniform(-3.0, 3.0, count)
+    # Neither the clip length nor the energy follows the count: a fixed energy budget shared by the beeps.
+    durations = budget_durations(levels, rng.uniform(0.7, 1.3, count), float(rng.uniform(0.25, 0.45)))
+    clip, onsets, durations = beep_train(rng, freq, levels, durations, rng.uniform(0.08, 0.22, count - 1),
+                                         float(rng.uniform(2.6, 3.4)))
     facts = {"count": count, "beep_hz": freq, "onsets_s": onsets, "durations_s": durations, "levels_db": levels}
 
     def explain(f):
@@ -271,7 +353,7 @@ def make_beep_count(rng: np.random.Generator, split: str) -> SynthItem:
     guesses = [str(c) for c in range(BEEP_COUNTS[0], BEEP_COUNTS[1] + 1)]
     return finish(rng, split, clip, facts, question=pick(rng, BEEP_QUESTIONS), choices=None,
                   answer=lambda f: str(f["count"]), explain=explain, topic="how many beeps there are",
-                  guesses=guesses)
+                  guesses=guesses, shift=("beep_hz", BEEP_HZ["train"]))
 
 
 CHORD_ROOT_HZ = {"train": (110.0, 220.0), "test": (340.0, 680.0)}  # every note of a train chord < 330 Hz
@@ -302,7 +384,8 @@ def make_chord_quality(rng: np.random.Generator, split: str) -> SynthItem:
     clip = sig.place([(lead, sig.chord(notes, duration, rng))], lead + duration + float(rng.uniform(0.05, 0.25)))
     facts = {"quality": quality, "notes_hz": notes, "onset_s": lead, "duration_s": duration}
     return finish(rng, split, clip, facts, question=pick(rng, CHORD_QUESTIONS), choices=["major", "minor"],
-                  answer=lambda f: f["quality"], explain=explain_chord, topic="whether a chord is major or minor")
+                  answer=lambda f: f["quality"], explain=explain_chord, topic="whether a chord is major or minor",
+                  shift=("notes_hz", CHORD_ROOT_HZ["train"]))
 
 
 MELODY_HZ = {"train": (150.0, 600.0), "test": (700.0, 2000.0)}
@@ -311,14 +394,23 @@ CONTOUR_QUESTIONS = ("Is the melody ascending or descending?",
                      "Listen to the notes. Is the melody ascending or descending?")
 
 
-def melody(rng: np.random.Generator, split: str, offsets: np.ndarray, durations, gaps, timbre: str):
-    """Notes at semitone `offsets` from the first, fitted inside the split's range: (clip, notes_hz, onsets_s)."""
+def melody(rng: np.random.Generator, split: str, offsets: np.ndarray, durations, gaps, timbre: str,
+           total_s: float | None = None):
+    """Notes at semitone `offsets` from the first, fitted inside the split's range: (clip, notes_hz, onsets_s).
+
+    The melody starts after a 0.05-0.25 s lead and is followed by a 0.05-0.25 s tail, or, with `total_s`,
+    sits at a random point of a clip that long (at least 0.05 s from either end).
+    """
     lo, hi = split_range(MELODY_HZ, split)
     lowest = log_uniform(rng, lo, hi / 2.0 ** ((offsets.max() - offsets.min()) / 12.0))
     notes = [semitones_up(lowest, o - offsets.min()) for o in offsets]
-    onsets = float(rng.uniform(0.05, 0.25)) + np.concatenate([[0.0], np.cumsum(np.add(durations, gaps))[:-1]])
+    starts = np.concatenate([[0.0], np.cumsum(np.add(durations, gaps))[:-1]])
+    busy = float(starts[-1] + durations[-1])
+    if total_s is not None and busy + 0.1 > total_s:
+        raise ValueError(f"a {busy:.2f} s melody does not fit a {total_s:.2f} s clip")
+    onsets = starts + float(rng.uniform(0.05, 0.25 if total_s is None else total_s - busy - 0.05))
     waves = [(t, sig.note(f, d, timbre, rng)) for t, f, d in zip(onsets, notes, durations)]
-    clip = sig.place(waves, onsets[-1] + durations[-1] + float(rng.uniform(0.05, 0.25)))
+    clip = sig.place(waves, onsets[-1] + durations[-1] + float(rng.uniform(0.05, 0.25)) if total_s is None else total_s)
     return clip, notes, [float(t) for t in onsets]
 
 
@@ -338,7 +430,8 @@ def make_melody_contour(rng: np.random.Generator, split: str) -> SynthItem:
         return f"The notes go {path}; each one is {way} than the one before, so the melody is {f['direction']}."
 
     return finish(rng, split, clip, facts, question=pick(rng, CONTOUR_QUESTIONS), choices=["ascending", "descending"],
-                  answer=lambda f: f["direction"], explain=explain, topic="whether a melody goes up or down")
+                  answer=lambda f: f["direction"], explain=explain, topic="whether a melody goes up or down",
+                  shift=("notes_hz", MELODY_HZ["train"]))
 
 
 TEMPO_BPM = {"train": (120.0, 200.0), "test": (210.0, 330.0)}
@@ -377,7 +470,7 @@ def make_tempo_compare(rng: np.random.Generator, split: str) -> SynthItem:
 
     return finish(rng, split, clip, facts, question=pick(rng, TEMPO_QUESTIONS), choices=FIRST_SECOND,
                   answer=lambda f: first_or_second(f["tempo_bpm"]), explain=explain,
-                  topic="which of two rhythms is faster")
+                  topic="which of two rhythms is faster", shift=("tempo_bpm", TEMPO_BPM["train"]))
 
 
 CARRIER_HZ = {"train": (150.0, 500.0), "test": (600.0, 1600.0)}
@@ -413,7 +506,8 @@ def make_loudness_trend(rng: np.random.Generator, split: str) -> SynthItem:
                 f"so it is getting {f['trend']}.")
 
     return finish(rng, split, clip, facts, question=pick(rng, LOUDNESS_QUESTIONS), choices=["louder", "softer"],
-                  answer=lambda f: f["trend"], explain=explain, topic="whether a sound gets louder or softer")
+                  answer=lambda f: f["trend"], explain=explain, topic="whether a sound gets louder or softer",
+                  shift=("carrier_hz", CARRIER_HZ["train"]))
 
 
 DURATION_S = {"train": (0.2, 0.8), "test": (0.9, 1.5)}
@@ -441,10 +535,11 @@ def make_duration_compare(rng: np.random.Generator, split: str) -> SynthItem:
 
     return finish(rng, split, clip, facts, question=pick(rng, DURATION_QUESTIONS), choices=FIRST_SECOND,
                   answer=lambda f: first_or_second(f["durations_s"]), explain=explain,
-                  topic="which of two sounds is longer")
+                  topic="which of two sounds is longer", shift=("durations_s", DURATION_S["train"]))
 
 
 TIMBRE_HZ = {"train": (150.0, 400.0), "test": (450.0, 1000.0)}
+TIMBRE_CREST_DB = (7.5, 10.5)  # above every timbre clip's own crest factor (sine 3 dB plus its silences, ...)
 TIMBRE_QUESTIONS = ("What kind of waveform is this sound: sine, square, sawtooth or noise?",
                     "Which best describes the timbre: sine, square, sawtooth or noise?",
                     "Is this a sine, square or sawtooth tone, or noise?")
@@ -462,7 +557,14 @@ def make_timbre(rng: np.random.Generator, split: str) -> SynthItem:
     timbre = pick(rng, sig.TIMBRES)
     f0 = log_uniform(rng, *split_range(TIMBRE_HZ, split))
     duration, lead = rng.uniform(0.6, 1.2), float(rng.uniform(0.05, 0.25))
-    clip = sig.place([(lead, sig.note(f0, duration, timbre, rng))], lead + duration + float(rng.uniform(0.05, 0.25)))
+    # Square and sawtooth with random harmonic phases, then a crest factor drawn for the clip (`finish`):
+    # the spectrum says what the waveform is, peak over RMS does not.
+    if timbre in ("square", "sawtooth"):
+        wave = sig.harmonic_tone(f0, duration, timbre, rng)
+        wave = wave * sig.envelope(wave.size)
+    else:
+        wave = sig.note(f0, duration, timbre, rng)
+    clip = sig.place([(lead, wave)], lead + duration + float(rng.uniform(0.05, 0.25)))
     facts = {"timbre": timbre, "f0_hz": None if timbre == "noise" else f0, "onset_s": lead, "duration_s": duration}
 
     def explain(f):
@@ -470,7 +572,8 @@ def make_timbre(rng: np.random.Generator, split: str) -> SynthItem:
         return f"The sound shows {shape}, so it is {f['timbre']}."
 
     return finish(rng, split, clip, facts, question=pick(rng, TIMBRE_QUESTIONS), choices=list(sig.TIMBRES),
-                  answer=lambda f: f["timbre"], explain=explain, topic="what kind of waveform a sound is")
+                  answer=lambda f: f["timbre"], explain=explain, topic="what kind of waveform a sound is",
+                  shift=("f0_hz", TIMBRE_HZ["train"]), crest_db=TIMBRE_CREST_DB)
 
 
 EVENT_HZ = {"train": (600.0, 1500.0), "test": (1800.0, 4000.0)}
@@ -488,16 +591,18 @@ def make_event_position(rng: np.random.Generator, split: str) -> SynthItem:
     # A quiet low drone under the whole clip: the event must be found against a sound, not silence.
     bed = sig.note(drone, clip_s, "sine", rng, -12.0)
     clip = sig.place([(0.0, bed), (onset, sig.note(freq, event_s, "sine", rng))], clip_s)
-    facts = {"position": position, "event_onset_s": onset, "event_duration_s": event_s, "clip_s": clip_s,
-             "event_fraction": centre, "event_hz": freq, "drone_hz": drone}
+    facts = {"position": position, "event_onset_s": onset, "event_duration_s": event_s,
+             "event_centre_s": onset + event_s / 2, "clip_s": clip_s, "event_fraction": centre, "event_hz": freq,
+             "drone_hz": drone}
 
-    def explain(f):
-        return (f"Over a low drone, a short {hz(f['event_hz'])} beep starts at {f['event_onset_s']:.2f} s of a "
+    def explain(f):  # every time quoted is the centre's, like the percentage
+        return (f"Over a low drone, a short {hz(f['event_hz'])} beep is centred at {f['event_centre_s']:.2f} s of a "
                 f"{f['clip_s']:.2f} s clip, about {100 * f['event_fraction']:.0f}% of the way through, "
                 f"so it happens {f['position']}.")
 
     return finish(rng, split, clip, facts, question=pick(rng, EVENT_QUESTIONS), choices=list(POSITIONS),
-                  answer=lambda f: f["position"], explain=explain, topic="where in a clip a short sound happens")
+                  answer=lambda f: f["position"], explain=explain, topic="where in a clip a short sound happens",
+                  shift=("event_hz", EVENT_HZ["train"]))
 
 
 FAMILIES: list[Family] = [

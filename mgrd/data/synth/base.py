@@ -17,14 +17,16 @@ Manifest row written for an item (DESIGN.md §3), keys in this order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import numpy as np
 
 SAMPLE_RATE = 16_000
 SPLITS = ("train", "test", "ood")
 Kind = Literal["acoustic", "compositional", "speech", "text", "conversation"]
-Grader = Literal["choice", "numeric"]
+Grader = Literal["choice", "numeric", "exact"]  # "exact": the normalised answer string itself
+KINDS: tuple[str, ...] = get_args(Kind)
+GRADERS: tuple[str, ...] = get_args(Grader)
 
 
 @dataclass
@@ -65,3 +67,10 @@ class Family:
     grader: Grader
     make: Callable[[np.random.Generator, str], SynthItem]  # (rng, split) -> item
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"family {self.name!r}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.grader not in GRADERS:
+            raise ValueError(f"family {self.name!r}: unknown grader {self.grader!r}; "
+                             f"expected one of {', '.join(GRADERS)}")

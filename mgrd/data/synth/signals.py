@@ -23,6 +23,8 @@ NOISE_KINDS = ("white", "pink", "babble")
 
 # Every timbre is scaled to this RMS, so loudness never gives the timbre (or the pitch) away.
 _UNIT_RMS = 0.3
+_WAVETABLE = 4096  # samples per period in `harmonic_tone` (harmonics up to 2047, far above 8 kHz / 150 Hz)
+_PHASE_DRAWS = 8  # `harmonic_tone` keeps the least peaky of this many random phase sets
 
 
 def n_samples(seconds: float) -> int:
@@ -53,13 +55,16 @@ def tone(freq_hz: float, seconds: float, timbre: str, rng: np.random.Generator) 
         seconds: the length.
         timbre: one of `TIMBRES`. Square and sawtooth are the plain (non band-limited) shapes: their
             harmonics fall as 1/k (odd only for the square), which is what the timbre task listens for.
+            "noise" is uniform white noise.
         rng: source of the random start phase, and of the samples for "noise".
     Returns:
         `[S]` float32.
     """
     n = n_samples(seconds)
     if timbre == "noise":
-        wave = rng.standard_normal(n)
+        # Uniform samples: white like Gaussian noise (independent samples), but bounded, so its crest factor
+        # (sqrt 3) sits among the tones' (1 square, sqrt 2 sine, sqrt 3 sawtooth) instead of far above them.
+        wave = rng.uniform(-1.0, 1.0, n)
     else:
         # Phase in cycles, kept in float64 so long clips stay in tune, then reduced to [0, 1).
         cycles = np.arange(n) * (freq_hz / SAMPLE_RATE) + rng.random()
@@ -72,6 +77,37 @@ def tone(freq_hz: float, seconds: float, timbre: str, rng: np.random.Generator) 
             wave = 2.0 * frac - 1.0
         else:
             raise ValueError(f"unknown timbre {timbre!r}; expected one of {', '.join(TIMBRES)}")
+    level = rms(wave)
+    return (wave * (_UNIT_RMS / level if level > 0 else 0.0)).astype(np.float32)
+
+
+def harmonic_tone(freq_hz: float, seconds: float, timbre: str, rng: np.random.Generator) -> np.ndarray:
+    """A square or sawtooth spectrum with random harmonic phases, at the unit RMS.
+
+    The harmonics up to 8 kHz fall as 1/k (odd ones only for "square"), as in `tone`, but each starts at its
+    own random phase, so the waveform is not the plain shape: the spectrum, which is what the timbre is
+    heard by, stays, while the crest factor (peak over RMS) no longer identifies the timbre. Of eight random
+    phase sets the least peaky is kept (crest factors of about 4-6 dB, near a sine's 3 dB).
+
+    Args:
+        freq_hz: the fundamental frequency.
+        seconds: the length.
+        timbre: "square" or "sawtooth".
+        rng: source of the phases and the start phase.
+    Returns:
+        `[S]` float32.
+    """
+    if timbre not in ("square", "sawtooth"):
+        raise ValueError(f"harmonic_tone makes square or sawtooth spectra, not {timbre!r}")
+    k = np.arange(1, int(SAMPLE_RATE / 2 // freq_hz) + 1)
+    amplitudes = np.where((k % 2 == 1) | (timbre == "sawtooth"), 1.0 / k, 0.0)
+    size = _WAVETABLE
+    spectrum = np.zeros((_PHASE_DRAWS, size // 2 + 1), dtype=np.complex128)
+    spectrum[:, k] = amplitudes * np.exp(2j * np.pi * rng.random((_PHASE_DRAWS, k.size)))
+    periods = np.fft.irfft(spectrum, size)  # one period of the waveform per phase draw
+    period = periods[np.argmin(np.max(np.abs(periods), axis=1))]  # the least peaky: all sit near a sine's
+    cycles = np.arange(n_samples(seconds)) * (freq_hz / SAMPLE_RATE) + rng.random()
+    wave = np.interp((cycles - np.floor(cycles)) * size, np.arange(size + 1), np.append(period, period[0]))
     level = rms(wave)
     return (wave * (_UNIT_RMS / level if level > 0 else 0.0)).astype(np.float32)
 
@@ -220,6 +256,32 @@ def mix_at_snr(signal: np.ndarray, noise_wave: np.ndarray, snr_db: float) -> np.
     return (signal + noise_wave * np.float32(scale)).astype(np.float32)
 
 
+def weakest_event_snr_db(clean: np.ndarray, noise_wave: np.ndarray, below_peak_db: float = 30.0,
+                         frame_s: float = 0.032) -> float:
+    """The signal-to-noise ratio of the least audible sound in a clip, in dB.
+
+    The clean clip is cut into frames; frames within `below_peak_db` of its loudest frame are sounds, and
+    each run of them is one sound event. An event's SNR is its energy over the noise energy in the same
+    frames, so a quiet beep in a loud clip, or a sound under a burst of babble, counts for itself.
+
+    Args:
+        clean: `[S]` the clip without the noise.
+        noise_wave: `[S]` the noise as it will be added.
+    Returns:
+        The lowest event SNR (inf for a silent clip).
+    """
+    hop = n_samples(frame_s)
+    count = clean.size // hop
+    signal_power = np.square(clean[: count * hop].reshape(count, hop), dtype=np.float64).sum(axis=1)
+    noise_power = np.square(noise_wave[: count * hop].reshape(count, hop), dtype=np.float64).sum(axis=1)
+    if count == 0 or signal_power.max() <= 0:
+        return float("inf")
+    on = signal_power > signal_power.max() * 10.0 ** (-below_peak_db / 10.0)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
+    snrs = [signal_power[a:b].sum() / max(noise_power[a:b].sum(), 1e-20) for a, b in zip(edges[::2], edges[1::2])]
+    return float(10.0 * np.log10(min(snrs)))
+
+
 def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
     """Play `x` `factor` times faster (pitch and tempo both scale by `factor`, length by 1/`factor`).
 
@@ -227,6 +289,51 @@ def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
     converted back to 16 kHz.
     """
     return soxr.resample(x.astype(np.float32), SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
+
+
+def crest_db(x: np.ndarray) -> float:
+    """Crest factor (peak over RMS) in dB; 0 for silence."""
+    level = rms(x)
+    return float(20.0 * np.log10(np.max(np.abs(x)) / level)) if level > 0 else 0.0
+
+
+def swell(n: int, centre: int, width: int, gain: float) -> np.ndarray:
+    """`[n]` gain curve: 1 everywhere except one Hann-shaped bump of height `1 + gain` and `width` samples."""
+    curve = np.ones(n, dtype=np.float64)
+    lo, hi = max(centre - width // 2, 0), min(centre + width // 2, n)
+    curve[lo:hi] += gain * np.hanning(2 * (width // 2) + 1)[lo - (centre - width // 2) : hi - (centre - width // 2)]
+    return curve
+
+
+def raise_crest(x: np.ndarray, target_db: float, rng: np.random.Generator, width_s=(0.03, 0.08)) -> np.ndarray:
+    """`x` with one smooth swell (a short rise and fall in level) that brings its crest factor to `target_db`.
+
+    The swell is centred on a random sample where `x` is within 6 dB of its peak and lasts 30-80 ms, so it
+    changes the level, not the spectrum: a waveform's crest factor then tells nothing about its shape. The
+    height is found by bisection. A clip already at or above the target is returned unchanged.
+
+    Args:
+        x: `[S]` waveform.
+        target_db: the crest factor wanted, in dB.
+        rng: source of the swell's position and width.
+    Returns:
+        `[S]` float32.
+    Raises:
+        ValueError: no swell of that width reaches the target (the clip is too short for it).
+    """
+    loud = np.flatnonzero(np.abs(x) >= 0.5 * np.max(np.abs(x)))
+    centre, width = int(rng.choice(loud)), n_samples(rng.uniform(*width_s))
+    if crest_db(x) >= target_db:
+        return x.astype(np.float32)
+    lo, hi = 0.0, 1.0
+    while crest_db(x * swell(x.size, centre, width, hi)) < target_db:
+        if hi > 100.0:
+            raise ValueError(f"a {width} sample swell cannot raise a {x.size} sample clip to {target_db:.1f} dB crest")
+        lo, hi = hi, 2.0 * hi
+    while hi - lo > 1e-4 * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if crest_db(x * swell(x.size, centre, width, mid)) < target_db else (lo, mid)
+    return (x * swell(x.size, centre, width, hi)).astype(np.float32)
 
 
 def peak_normalize(x: np.ndarray, peak: float = 0.9) -> np.ndarray:

@@ -38,14 +38,14 @@ def derive_contour_tempo(x):
     assert len(found) >= 2, f"expected a melody, found {found}"
     pitches, onsets = [p for _, _, p in found], [a for a, _, _ in found]
     rate = 1.0 / np.median(np.diff(onsets))
-    return _yes(pitches[-1] > pitches[0] and rate > 4.0), {"notes_hz": pitches, "note_rate_hz": rate}
+    return _yes((pitches[-1] > pitches[0]) == (rate > 4.0)), {"notes_hz": pitches, "note_rate_hz": rate}
 
 
 def derive_chord_louder(x):
     quality = m.chord_quality(x)
     root, _ = m.chord_intervals(x)
     slope, _ = m.level_slope_db_per_s(x, root)
-    return _yes(quality == "major" and slope > 0), {"quality": quality, "slope_db_per_s": slope}
+    return _yes((quality == "major") == (slope > 0)), {"quality": quality, "slope_db_per_s": slope}
 
 
 def _check_higher_longer(facts, meta):
