@@ -1,6 +1,7 @@
 """Audio front end: formats, resampling, the reference log-mel, chunking, token counts, bad input."""
 
 import functools
+import io
 import json
 from pathlib import Path
 
@@ -107,7 +108,9 @@ def test_log_mel_is_the_float64_computation_rounded_to_float32():
 def test_log_mel_80_bins_and_frame_count():
     mel = audio.log_mel(sine(440, 1.0, 16000), n_mels=80)
     assert mel.shape == (80, 102)
-    assert float(mel.max() - mel.min()) <= 2.0 + 1e-6  # log10 floored at max - 8, then divided by 4
+    # a pure tone spans far more than 80 dB, so the floor max - 8 (in log10, then / 4) is reached exactly
+    assert float(mel.max() - mel.min()) == pytest.approx(2.0, abs=1e-6)
+    assert (mel <= mel.min() + 1e-6).sum() > mel.numel() // 4
 
 
 @pytest.mark.parametrize("fmt,ext", [("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg"), ("MP3", "mp3")])
@@ -218,9 +221,38 @@ def test_stereo_first_channel_or_mean(tmp_path):
 
 
 def test_pad_mels():
-    mels, lens = audio.pad_mels([torch.ones(128, 5), torch.ones(128, 9)])
+    a, b = torch.randn(128, 5), torch.randn(128, 9)
+    mels, lens = audio.pad_mels([a, b])
     assert mels.shape == (2, 128, 9) and lens.tolist() == [5, 9]
+    assert torch.equal(mels[0, :, :5], a) and torch.equal(mels[1], b)  # the data itself, in place
     assert mels[0, :, 5:].abs().sum() == 0
+    with pytest.raises(ValueError, match="at least one clip"):
+        audio.pad_mels([])
+
+
+@pytest.mark.parametrize("seconds,sizes", [(2.5, [40000, 40000, 20000]), (1.2345, [19752] * 5 + [1240])])
+def test_fractional_chunk_lengths(seconds, sizes):
+    wave = np.zeros(100_000, dtype=np.float32)
+    chunks = audio.split_chunks(wave, seconds)
+    assert [len(c) for c in chunks] == sizes  # round(seconds * 16000) samples each, the rest in the tail
+    assert sum(sizes) == len(wave)
+    with pytest.raises(ValueError, match="chunk_seconds must be in"):
+        audio.split_chunks(wave, 30.0)
+
+
+def test_resampling_removes_what_would_alias():
+    # 48 kHz: a 1 kHz tone plus a 12 kHz tone. At 16 kHz (Nyquist 8 kHz) the 12 kHz tone must be filtered out,
+    # not folded to 4 kHz (a quick resampler leaves it at about -4 dB; soxr HQ at about -168 dB).
+    sr, n = 48_000, 48_000
+    t = np.arange(n) / sr
+    wave = (0.4 * np.sin(2 * np.pi * 1000 * t) + 0.4 * np.sin(2 * np.pi * 12_000 * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV", subtype="FLOAT")
+    out = audio.load_audio(buf.getvalue())
+    spec = np.abs(np.fft.rfft(out[2000:-2000] * np.hanning(len(out) - 4000)))
+    freqs = np.fft.rfftfreq(len(out) - 4000, 1 / 16_000)
+    level = lambda f: spec[np.abs(freqs - f) < 20].max()  # noqa: E731
+    assert 20 * np.log10(level(4000) / level(1000)) < -100
 
 
 def test_tail_and_shortest_clip_follow_the_token_rule():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -32,7 +33,18 @@ def test_tiny_vocab_size_and_special_ids_are_last(tok):
     assert tok.bos_token is None
 
 
-def test_build_is_deterministic(tok):
+# The tiny tokenizer's vocabulary, pinned: same on every run, machine and `tokenizers` version, or tests and
+# checkpoints built from it (e.g. tests/test_generate.py's pinned tokens) silently change meaning.
+TINY_VOCAB_SHA256 = "88309282589aeb2388992a4da55da93ddab4841deb2cd2132b14f4c2743357d5"
+TINY_CORPUS_SHA256 = "9b5dc267c890e38ef558bef73c51a872d54cca21a19959731eeaf9a2692acb60"
+
+
+def test_build_is_deterministic_and_pinned(tok):
+    vocab = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
+    assert hashlib.sha256(vocab.encode()).hexdigest() == TINY_VOCAB_SHA256
+    assert _ids(tok, "The first tone is at 440 Hz, so the answer is B.") == [
+        283, 395, 310, 268, 421, 220, 19, 19, 15, 340, 11, 343, 260, 407, 268, 220, 33, 13
+    ]  # fmt: skip
     again = build_tiny_tokenizer()
     assert again.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
 
@@ -165,6 +177,6 @@ def test_vocab_size_limits():
 
 def test_corpus_is_embedded_text():
     corpus = tiny_corpus()
-    assert corpus == tiny_corpus()
-    assert 10_000 < sum(len(line) for line in corpus) < 100_000
+    assert hashlib.sha256("\n".join(corpus).encode()).hexdigest() == TINY_CORPUS_SHA256
+    assert sum(len(line) for line in corpus) == 28_495
     assert not any(token in line for line in corpus for token in SPECIAL_TOKENS)
