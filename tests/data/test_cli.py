@@ -119,13 +119,18 @@ def _hidden(parent: Path) -> list[str]:
 
 
 @pytest.mark.integration
-def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path):
+@pytest.mark.parametrize("to, sig, code, said", [
+    ("parent", signal.SIGTERM, 143, "terminated"),  # `timeout`, `docker stop`
+    ("group", signal.SIGTERM, 143, "terminated"),  # Slurm: every process of the job, workers too
+    ("group", signal.SIGINT, 130, "interrupted"),  # Ctrl-C in a terminal
+])
+def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path, to, sig, code, said):
     """A real SIGTERM (what `timeout`, `docker stop` and Slurm send) mid-suite: exit 143, no temp folder, no
     worker tracebacks. Without the handler the process dies at once and leaves `.suite.tmp-*` behind."""
     out = tmp_path / "suite"
     proc = subprocess.Popen([sys.executable, "-m", "mgrd", "data", "synth", "--out", str(out), "--n", "20000",
                              "--workers", "2", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:  # wait until workers have written some wavs
         temps = [p for p in tmp_path.iterdir() if p.name.startswith(".suite.tmp-")]
@@ -133,10 +138,10 @@ def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path):
             break
         time.sleep(0.1)
     assert proc.poll() is None, "the suite finished before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, sig) if to == "group" else proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    assert stderr.strip() == "terminated", stderr  # no BrokenPipeError or KeyboardInterrupt tracebacks
+    assert proc.returncode == code, stderr
+    assert stderr.strip() == said, stderr  # no BrokenPipeError or KeyboardInterrupt tracebacks
     assert _hidden(tmp_path) == [] and not out.exists()
 
 
