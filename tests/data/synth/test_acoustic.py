@@ -19,6 +19,7 @@ from mgrd.data.synth.acoustic import round_floats, scale_facts
 from mgrd.data.synth.writer import item_rng, synthesize
 
 from . import measure as m
+from .draws import draw
 
 FIRST_SECOND = ["the first", "the second"]
 
@@ -197,7 +198,7 @@ def test_ood_answers_survive_corruption(family, tmp_path):
 # ---- properties every family gets from finish() (single-fact and compositional alike) ---------------------
 
 def _draw(family: str, split: str, count: int, seed: int = 0):
-    return [FAMILIES[family].make(item_rng(seed, family, split, i), split) for i in range(count)]
+    return draw(family, split, count, seed)
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,24 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
-from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
+from mgrd.data.synth import DEFAULT_FAMILIES
 from mgrd.data.synth import acoustic as ac
 from mgrd.data.synth import signals as sig
-from mgrd.data.synth.writer import item_rng
 
 from . import measure as m
+from .draws import draw as _draw
 from .test_acoustic import SPLIT_KEYS, _values
 
-N_TRAIN, N_OOD = 100, 90
-
-
-@functools.cache
-def _draw(family: str, split: str, n: int, seed: int = 3) -> tuple:
-    return tuple(FAMILIES[family].make(item_rng(seed, family, split, i), split) for i in range(n))
+N_TRAIN, N_OOD = 120, 90  # the train draw is test_acoustic's
 
 
 def test_ood_noise_is_below_the_training_background():
-    train_snrs = [it.meta["background"]["snr_db"] for f in ("pitch_compare", "timbre") for it in _draw(f, "train", 60)]
-    ood = [it.meta["corruption"] for f in ("pitch_compare", "beep_count", "timbre") for it in _draw(f, "ood", 90)]
+    families = ("pitch_compare", "beep_count", "timbre")
+    train_snrs = [it.meta["background"]["snr_db"] for f in families for it in _draw(f, "train", N_TRAIN)]
+    ood = [it.meta["corruption"] for f in families for it in _draw(f, "ood", N_OOD)]
     noisy = [c["snr_db"] for c in ood if c["kind"] != "speed"]
     assert len(noisy) > 30 and len(set(noisy)) >= 3
     assert max(noisy) < min(min(train_snrs), ac.BACKGROUND_SNR_DB[0]), (sorted(set(noisy)), min(train_snrs))
