@@ -19,6 +19,7 @@ and what the item's task's grader says.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -203,6 +204,7 @@ def append_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> 
 
     Each record is one `write` on an `O_APPEND` descriptor, so a kill leaves the earlier lines whole; a torn
     last line from an earlier kill is cut off first (a whole record that only lacks its newline is kept).
+    Writers in several processes take turns (an exclusive `flock` while appending).
 
     Returns:
         How many records were appended.
@@ -217,6 +219,7 @@ def append_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read: to find a torn tail
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # several writers (ranks, workers) never interleave or mend each other
         _mend_tail(fd, path)
         for line in lines:
             os.write(fd, line)

@@ -118,25 +118,32 @@ from mgrd.data.records import CompletionRecord, SampleRecord, append_records
 comps = [CompletionRecord.from_text("r" * 2000 + "</think>A", n_tokens=900, finish_reason="stop")] * 50
 i = 0
 while True:  # ~100 kB per record, so the kill often lands inside a write
-    append_records(sys.argv[1], [SampleRecord(f"pitch-{i:03d}", "pitch_compare", "p", comps)])
+    append_records(sys.argv[1], [SampleRecord(f"{sys.argv[2]}-{i:03d}", "pitch_compare", "p", comps)])
     i += 1
 """
 
 
-@pytest.mark.integration  # a real process killed with SIGKILL (~3 s: the child imports torch)
-def test_append_after_a_killed_writer_keeps_every_earlier_line(tmp_path):
+@pytest.mark.integration  # real processes killed with SIGKILL (seconds: each child imports torch)
+def test_two_writers_killed_mid_append_leave_every_earlier_line(tmp_path):
     path = tmp_path / "samples.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name]) for name in ("a", "b")]
     try:
-        deadline = time.monotonic() + 60
-        while (not path.exists() or path.read_bytes().count(b"\n") < 20) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines = path.read_bytes().splitlines() if path.exists() else []
+            ids = [line[len(b'{"item_id": "'):][:1] for line in lines]  # the writer's name
+            if ids.count(b"a") >= 10 and ids.count(b"b") >= 10:  # both writers are appending
+                break
+            time.sleep(0.2)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
     written = read_records(path)
-    assert len(written) >= 20
-    assert [r.item_id for r in written] == [f"pitch-{i:03d}" for i in range(len(written))]
+    for name in ("a", "b"):  # each writer's records are all there, whole and in order
+        mine = [r.item_id for r in written if r.item_id.startswith(name)]
+        assert len(mine) >= 10 and mine == [f"{name}-{i:03d}" for i in range(len(mine))]
+    assert len(written) == len([r for r in written if r.item_id[0] in "ab"])
     append_records(path, [make_record(999)])
     after = read_records(path)
     assert after[:-1] == written and after[-1].item_id == "pitch-999"
