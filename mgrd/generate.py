@@ -47,7 +47,13 @@ class SamplingConfig:
     seed: int | None = field(default=None, metadata={"help": "sampling seed; None uses torch's global RNG"})
 
     def __post_init__(self):
-        self.stop_ids = tuple(int(i) for i in self.stop_ids)
+        if not isinstance(self.stop_ids, (list, tuple)) or any(isinstance(i, bool) or not isinstance(i, int)
+                                                               for i in self.stop_ids):
+            raise ValueError(f"stop_ids must be a list of token ids (whole numbers), got {self.stop_ids!r}")
+        self.stop_ids = tuple(self.stop_ids)
+        for name in ("temperature", "top_p", "repetition_penalty", "max_new_tokens", "top_k"):
+            if isinstance(getattr(self, name), bool):  # True is an int to Python, never a setting here
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature >= 0:  # also catches NaN

@@ -240,6 +240,10 @@ def test_token_logprobs_pinned():
         dict(repetition_penalty=0.0),
         dict(max_new_tokens=0),
         dict(stop_ids=(-1,)),
+        dict(stop_ids=5),
+        dict(stop_ids=("5",)),
+        dict(temperature=True),
+        dict(max_new_tokens=True),
     ],
 )
 def test_bad_sampling_config_raises(kwargs):
@@ -399,3 +403,31 @@ def test_compiled_model_generates_the_pinned_tokens(pinned_prompts, tok, ids):
     compiled = torch.compile(build_model(tiny(len(tok), ids), seed=2).eval(), backend=COMPILE_BACKEND, dynamic=True)
     out = generate(compiled, pinned_prompts, SamplingConfig(max_new_tokens=16, temperature=0), num_samples=2)
     assert [[c.token_ids for c in samples] for samples in out] == [[t, t] for t in PINNED_TOKENS[1.0]]
+
+
+# --------------------------------------------------------------------------------------------- incremental text
+
+
+def test_text_deltas_split_multibyte_characters_across_bpe_tokens(tok):
+    """Real byte-level BPE: characters of 2-4 UTF-8 bytes arrive as one byte per token, and come out whole."""
+    text = "naïve café — 😀 ok 日本語 " * 3
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text.encode()) // 2  # many multi-byte characters really are split over tokens
+    decode = lambda part: tok.decode(part, skip_special_tokens=True, clean_up_tokenization_spaces=False)  # noqa: E731
+    pieces = list(text_deltas(iter(ids), decode))
+    assert "".join(pieces) == decode(ids) == text
+    assert all("\ufffd" not in p for p in pieces)
+    assert {"😀", "日", "本", "語"} <= set(pieces)  # each yielded once complete, not byte by byte
+
+
+def test_text_deltas_decode_a_bounded_window():
+    """The cost per token is constant: no decode call sees more than the ids since the previous piece."""
+    decode_sizes = []
+
+    def decode(part):
+        decode_sizes.append(len(part))
+        return bytes(part).decode("utf-8", errors="replace")
+
+    data = list(("abc €😀 " * 500).encode())  # 6,000 ids, one byte each
+    assert "".join(text_deltas(iter(data), decode)) == bytes(data).decode()
+    assert max(decode_sizes) <= 8  # 4 bytes of the longest character + the previous piece's (at most 4)
