@@ -106,7 +106,7 @@ class AudioEncoder(nn.Module):
             lengths `mgrd.audio.encoder_frames(L, token_rule)` (they fix the audio token count).
         """
         t = mels.shape[-1]
-        if (t + 1) // 2 > self.n_ctx:
+        if conv_frames(t, "vllm") > self.n_ctx:  # every frame conv2 makes needs a position
             raise ValueError(
                 f"audio chunk of {t} mel frames exceeds the encoder's {self.n_ctx} positions "
                 f"(at most {2 * self.n_ctx} frames, 29.98 s): split long audio into chunks"
@@ -126,7 +126,7 @@ class AudioEncoder(nn.Module):
             x = block(x, key_mask)
         x = self.avg_pooler(x.transpose(1, 2)).transpose(1, 2)  # [N, T2 // 2, D]
         x = self.after_norm(x)
-        pooled_lens = (mel_lens + 1) // 2 // 2  # pooled frames a lone clip has
+        pooled_lens = encoder_frames(mel_lens, "vllm")  # every pooled frame a lone clip has
         keep = torch.arange(x.shape[1], device=x.device)[None, :] < pooled_lens[:, None]
         x = x * keep.unsqueeze(-1).to(x.dtype)  # (3) zero past each clip
         return x, encoder_frames(mel_lens, self.token_rule)
