@@ -46,7 +46,8 @@ def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
     """
     from mgrd import __version__
 
-    parser = argparse.ArgumentParser(prog="mgrd", description=SUMMARY, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="mgrd", description=SUMMARY,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `mgrd COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"mgrd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -139,7 +140,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser, **command_defaults) -> None:
         metavar = "ID" if nargs else {int: "N", float: "X"}.get(kind, "VALUE")
         g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, nargs=nargs, default=None,
                        metavar=metavar, help=f"{f.metadata['help']} (default {shown})")
-    p.set_defaults(sampling_defaults=command_defaults, sampling_fields=[f.name for f in dataclasses.fields(SamplingConfig)])
+    fields = [f.name for f in dataclasses.fields(SamplingConfig)]
+    p.set_defaults(sampling_defaults=command_defaults, sampling_fields=fields)
 
 
 def _flag_type(name: str, hint) -> tuple[type, str | None]:
@@ -174,13 +176,17 @@ def _add_generate(sub, sampling: bool = True) -> None:
                        description="Load a checkpoint folder (official layout + tokenizer), encode the audio "
                        "(any length: cut into 25 s chunks), and stream the reasoning, then the answer. The "
                        "audio, prompt and settings are checked before the weights are loaded.")
-    p.add_argument("--model", type=Path, required=True, help="checkpoint folder (config.json, *.safetensors, tokenizer)")
-    p.add_argument("--audio", type=Path, action="append", default=[], help="audio file (wav/flac/ogg/mp3); repeatable, in order")
+    p.add_argument("--model", type=Path, required=True,
+                   help="checkpoint folder (config.json, *.safetensors, tokenizer)")
+    p.add_argument("--audio", type=Path, action="append", default=[],
+                   help="audio file (wav/flac/ogg/mp3); repeatable, in order")
     p.add_argument("--prompt", default="", help="the user's text, placed after the audio")
     p.add_argument("--system", default=None, help="optional system prompt")
-    p.add_argument("--samples", type=int, default=1, help="K samples for the prompt (audio encoded once); >1 prints each, no streaming")
-    p.add_argument("--json", action="store_true", help="print one JSON document in the OpenAI/vLLM chat-completion shape "
-                   "(choices[].message.content / reasoning_content, finish_reason, usage) instead of streaming text")
+    p.add_argument("--samples", type=int, default=1,
+                   help="K samples for the prompt (audio encoded once); >1 prints each, no streaming")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document in the OpenAI/vLLM chat-completion shape (choices[].message."
+                   "content / reasoning_content, finish_reason, usage) instead of streaming text")
     _add_device_flags(p)
     if sampling:
         _add_sampling_flags(p)
@@ -259,7 +265,8 @@ def cmd_generate(args) -> int:
             return 0
         completions = generate(model, [prompt], cfg, num_samples=args.samples, tokenizer=tokenizer)[0]
     if args.json:
-        print(json.dumps(chat_completion(completions, len(prompt.input_ids), str(args.model)), ensure_ascii=False, indent=2))
+        doc = chat_completion(completions, len(prompt.input_ids), str(args.model))
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
         return 0
     for i, c in enumerate(completions):
         print(f"── sample {i} ({c.finish_reason}, {len(c.token_ids)} tokens) ──\n{c.text}")
@@ -326,7 +333,8 @@ def _add_init(sub) -> None:
                        "tokenizer. The memory it needs is estimated first; a build that cannot fit is refused.")
     p.add_argument("--preset", default="tiny", type=_preset, metavar="{" + ",".join(PRESET_NAMES) + "}",
                    help="model size (default tiny; the released sizes need --tokenizer)")
-    p.add_argument("--out", type=Path, required=True, help="folder to write; must be absent or empty unless --overwrite")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder to write; must be absent or empty unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
@@ -340,7 +348,8 @@ def cmd_init(args) -> int:
 
     check_target(args.out, args.overwrite)  # before minutes of work, and never over a file or someone's folder
     if args.preset != "tiny" and args.tokenizer is None:
-        raise ValueError(f"--preset {args.preset} needs its tokenizer: pass --tokenizer DIR (a folder with tokenizer.json)")
+        raise ValueError(f"--preset {args.preset} needs its tokenizer: "
+                         "pass --tokenizer DIR (a folder with tokenizer.json)")
     import torch
 
     from mgrd.models.presets import init_checkpoint, preset_config
@@ -467,7 +476,7 @@ NEXT_STEPS = """\
 next steps:
   mgrd inspect {model}   # what was built: config, parameters, special tokens
   mgrd data synth --out data/synth --n 1000   # the synthetic listening suite that training will use
-  mgrd generate --model DIR --audio FILE --prompt "..."   # a trained checkpoint, e.g. a released Step-Audio-R1 folder"""
+  mgrd generate --model DIR --audio FILE --prompt "..."   # a trained checkpoint, e.g. Step-Audio-R1's"""
 
 
 def cmd_demo(args) -> int:
