@@ -15,6 +15,7 @@ import pytest
 
 from mgrd.data.synth import DEFAULT_FAMILIES, FAMILIES
 from mgrd.data.synth.acoustic import FAMILIES as ACOUSTIC
+from mgrd.data.synth.base import Family
 from mgrd.data.synth.acoustic import round_floats, scale_facts
 from mgrd.data.synth.writer import item_rng, synthesize
 
@@ -310,3 +311,27 @@ def test_speed_change_rescales_facts_by_unit_suffix():
     assert scaled == {"f0_hz": [250.0, 375.0], "tempo_bpm": 150.0, "onsets_s": [[0.4, 0.8]], "levels_db": [3.0],
                       "count": 4, "fast": True, "timbre": "sine", "corruption": {"clip_s": 1.6}}
     assert round_floats({"a": np.float32(0.123456), "b": [np.int64(3), np.bool_(True)]}) == {"a": 0.123, "b": [3, True]}
+
+
+@pytest.mark.parametrize("split", ["train", "ood"])
+def test_event_position_chain_quotes_the_centre_it_measures(split):
+    """The chain's time, clip length and percentage are one consistent quantity (the centre), and true."""
+    pattern = re.compile(r"centred at ([\d.]+) s of a ([\d.]+) s clip, about (\d+)% of the way")
+    for item in _draw("event_position", split, 30):
+        centre, clip_s, percent = pattern.search(item.reasonings["grounded"]).groups()
+        centre, clip_s, x = float(centre), float(clip_s), item.audio[0].astype(np.float64)
+        assert abs(100 * centre / clip_s - int(percent)) <= 1.0, item.reasonings["grounded"]
+        assert abs(clip_s - x.size / m.RATE) < 0.01
+        (start, end), = m.band_segments(x, item.meta["event_hz"])
+        assert abs((start + end) / 2 - centre) < 0.02, (start, end, item.reasonings["grounded"])
+
+
+def test_family_grader_may_be_exact_and_bad_values_are_refused():
+    def make(rng, split):
+        raise AssertionError("not drawn")
+
+    assert Family("spoken_word", "speech", "exact", make).grader == "exact"
+    with pytest.raises(ValueError, match="unknown grader 'fuzzy'"):
+        Family("x", "acoustic", "fuzzy", make)
+    with pytest.raises(ValueError, match="unknown kind 'video'"):
+        Family("x", "video", "choice", make)

@@ -77,3 +77,36 @@ def test_place_envelope_ramp_and_normalise():
     assert ramp[0] == pytest.approx(0.1) and ramp[-1] == pytest.approx(1.0)
     assert np.abs(sig.peak_normalize(canvas * 3, 0.7)).max() == pytest.approx(0.7)
     assert not sig.peak_normalize(np.zeros(10, np.float32)).any()
+
+
+@pytest.mark.parametrize("timbre", ["square", "sawtooth"])
+def test_harmonic_tone_keeps_the_spectrum_and_tames_the_crest(timbre):
+    wave = sig.harmonic_tone(250.0, 1.0, timbre, _rng())
+    assert wave.dtype == np.float32 and wave.size == 16000 and sig.rms(wave) == pytest.approx(0.3, rel=1e-3)
+    f0, h2, h3, _ = m.harmonic_levels_db(wave.astype(np.float64))
+    assert f0 == pytest.approx(250.0, rel=1e-3)
+    assert h3 == pytest.approx(20 * np.log10(1 / 3), abs=0.5)  # 1/k harmonics, whatever the phases
+    assert h2 == pytest.approx(20 * np.log10(1 / 2), abs=0.5) if timbre == "sawtooth" else h2 < -40
+    assert 3.0 < sig.crest_db(wave) < 7.0  # the plain shapes sit at 0 dB (square) and 4.8 dB (sawtooth)
+
+
+def test_uniform_noise_timbre_is_white_and_bounded():
+    wave = sig.tone(0.0, 2.0, "noise", _rng())
+    assert sig.crest_db(wave) == pytest.approx(20 * np.log10(np.sqrt(3)), abs=0.1)
+    power, _, freqs = m.spectrogram(wave.astype(np.float64))
+    mean = power.mean(axis=0)
+    low, high = mean[(freqs > 200) & (freqs < 2000)].mean(), mean[(freqs > 4000) & (freqs < 7500)].mean()
+    assert abs(10 * np.log10(low / high)) < 0.5
+
+
+@pytest.mark.parametrize("target", [6.0, 9.0, 12.0])
+def test_raise_crest_reaches_the_target_with_one_swell(target):
+    rng = _rng(3)
+    clip = sig.place([(0.1, sig.note(440.0, 0.8, "sine", rng))], 1.0)
+    raised = sig.raise_crest(clip, target, rng)
+    assert sig.crest_db(raised) == pytest.approx(target, abs=0.01)
+    changed = np.flatnonzero(np.abs(raised - clip) > 1e-6)
+    assert changed.size and (changed[-1] - changed[0]) / 16000 <= 0.08  # one swell, at most 80 ms long
+    assert sig.raise_crest(clip, 1.0, rng) is not clip and np.array_equal(sig.raise_crest(clip, 1.0, rng), clip)
+    with pytest.raises(ValueError, match="cannot raise"):
+        sig.raise_crest(clip, 40.0, rng)
