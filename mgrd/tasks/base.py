@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -249,9 +249,8 @@ def clip_features(
     """
     config = audio_config or AudioEncoderConfig()
     row = as_row(item)
-    paths = [os.fspath(p) for p in row.get("audio") or []] + [
-        os.fspath(p["audio"]) for m in row.get("messages") or [] if isinstance(m.get("content"), list)
-        for p in m["content"] if isinstance(p, dict) and p.get("type") == "audio"]
+    paths = [os.fspath(p) for p in row.get("audio") or []]
+    paths += [os.fspath(p["audio"]) for p in _message_audio_parts(row) if p["type"] == "audio"]
     return {path: features_for_clip(path, config.n_mels, channel=channel, token_count=config.token_count)
             for path in dict.fromkeys(paths)}
 
@@ -279,10 +278,16 @@ def letter_choices(choices: list[str]) -> str:
 def has_audio(item: dict | Any) -> bool:
     """Whether an item carries audio: a clip in `audio`, or an audio part in a message."""
     row = as_row(item)
-    if row.get("audio"):
-        return True
-    return any(isinstance(p, dict) and p.get("type") in ("audio", "input_audio")
-               for m in row.get("messages") or [] if isinstance(m.get("content"), list) for p in m["content"])
+    return bool(row.get("audio")) or any(True for _ in _message_audio_parts(row))
+
+
+def _message_audio_parts(row: dict) -> Iterator[dict]:
+    """The audio and input_audio parts of a conversation item's messages, in order."""
+    for message in row.get("messages") or []:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") in ("audio", "input_audio"):
+                yield part
 
 
 def _up_to_last_user(row: dict) -> list[Message]:

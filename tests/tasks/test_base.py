@@ -304,3 +304,16 @@ def test_precomputed_clip_features_give_the_same_encoding_without_reading_the_cl
     assert all(a.equal(b) for a, b in zip(cached.mels, fresh.mels)) and len(cached.mels) == len(fresh.mels) == 1
     prompt = task.encode_prompt(audio_row, tok, config, features=features)
     assert cached.input_ids[: cached.labels_mask.index(1)] == prompt.input_ids
+
+
+def test_clip_features_reach_audio_parts_inside_a_conversation(tok, audio_row):
+    from mgrd.tasks.base import clip_features
+
+    path = audio_row["audio"][0]
+    row = dict(CONV_ROW, messages=[{"role": "user", "content": [{"type": "audio", "audio": path},
+                                                                {"type": "text", "text": "How many beeps?"}]},
+                                   {"role": "assistant", "content": "You have 6 stickers now."}])
+    features = clip_features(row)
+    assert list(features) == [path]
+    [user] = get_task("conversation").prompt(row, features)
+    assert user["content"][0]["mels"] is features[path] and "mels" not in row["messages"][0]["content"][0]
