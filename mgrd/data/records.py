@@ -27,11 +27,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgrd.chat import OFFICIAL_PART_JOIN, render_chat, split_reasoning
-from mgrd.tasks import get_task
+from mgrd.tasks import Task, get_task
 from mgrd.tasks.grading import as_row
+
+if TYPE_CHECKING:
+    from mgrd.rollout import RolloutBatch
 
 log = logging.getLogger(__name__)
 
@@ -300,9 +303,9 @@ def _describe(err: Exception) -> str:
 
 
 def records_from_rollout(
-    batch: Any,
+    batch: RolloutBatch,
     items: Sequence[Any],
-    task_of: Callable[[Any], Any] | None = None,
+    task_of: Callable[[Any], Task] | None = None,
     model_name: str = "",
     iteration: int | None = None,
 ) -> list[SampleRecord]:
@@ -334,7 +337,7 @@ def records_from_rollout(
     return records
 
 
-def _rollout_rows(batch: Any, n_items: int) -> list[list[int]]:
+def _rollout_rows(batch: RolloutBatch, n_items: int) -> list[list[int]]:
     """The rollout rows of each prompt, in row order."""
     rows: list[list[int]] = [[] for _ in range(n_items)]
     for r, group in enumerate(batch.group_ids.tolist()):
@@ -347,7 +350,7 @@ def _rollout_rows(batch: Any, n_items: int) -> list[list[int]]:
     return rows
 
 
-def _completion(batch: Any, r: int, task: Any, row: dict) -> CompletionRecord:
+def _completion(batch: RolloutBatch, r: int, task: Task, row: dict) -> CompletionRecord:
     """Row `r` of a rollout as a completion record, scored by `task`."""
     mask = batch.response_mask[r].bool()
     n_tokens = int(mask.sum())
