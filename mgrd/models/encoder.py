@@ -106,6 +106,8 @@ class AudioEncoder(nn.Module):
             lengths `mgrd.audio.encoder_frames(L, token_rule)` (they fix the audio token count).
         """
         t = mels.shape[-1]
+        if t < 3:  # one sample already makes 3 frames ((1 + 479) // 160); the pool needs 2 conv2 frames
+            raise ValueError(f"audio chunks of {t} mel frames are too short for the encoder (at least 3)")
         if conv_frames(t, "vllm") > self.n_ctx:  # every frame conv2 makes needs a position
             raise ValueError(
                 f"audio chunk of {t} mel frames exceeds the encoder's {self.n_ctx} positions "

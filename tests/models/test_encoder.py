@@ -93,6 +93,17 @@ def test_vllm_rule_is_batch_invariant():
         torch.testing.assert_close(batch[row, : int(lens[row])], alone[0, : int(lens[row])], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rule", ["hf", "vllm"])
+@torch.no_grad()
+def test_shortest_chunks(rule):
+    encoder = AudioEncoder(8, 1500, 16, 2, 1, token_rule=rule)
+    for frames in (3, 4, 5):  # 3 frames: a single sample of audio
+        _, lens = encoder(*pad_mels([torch.randn(8, frames)]))
+        assert int(lens[0]) == {"hf": (frames - 1) // 2 // 2, "vllm": (frames + 1) // 2 // 2}[rule]
+    with pytest.raises(ValueError, match="audio chunks of 2 mel frames are too short for the encoder"):
+        encoder(*pad_mels([torch.randn(8, 2)]))
+
+
 def test_unknown_token_rule_is_refused():
     with pytest.raises(ValueError, match="unknown token_rule 'official'; choose from hf, vllm"):
         AudioEncoder(8, 1500, 16, 2, 1, token_rule="official")
