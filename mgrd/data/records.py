@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mgrd.atomic import current_umask
 from mgrd.chat import OFFICIAL_PART_JOIN, render_chat, split_reasoning
 from mgrd.tasks import Task, get_task
 from mgrd.tasks.grading import as_row
@@ -250,9 +251,7 @@ def write_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> P
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a records file is shared like any output
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; records are shared like any output
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
