@@ -242,11 +242,14 @@ def _model_config_and_tokenizer(folder: Path):
 
 
 def cmd_generate(args) -> int:
+    import dataclasses
+
     import torch
 
     from mgrd.chat import OFFICIAL_PART_JOIN, encode_chat
     from mgrd.generate import generate, stream
     from mgrd.models import load_pretrained
+    from mgrd.rollout import fit_context
 
     if not args.audio and not args.prompt:
         raise ValueError("give --audio and/or --prompt")
@@ -258,6 +261,8 @@ def cmd_generate(args) -> int:
     config, tokenizer = _model_config_and_tokenizer(args.model)
     messages = _user_messages(args.audio, args.prompt, args.system)
     prompt = encode_chat(tokenizer, messages, audio_config=config.audio, part_join=OFFICIAL_PART_JOIN)
+    # A prompt past the context is refused, and max_new_tokens capped (one warning), before the weights too.
+    cfg = dataclasses.replace(cfg, max_new_tokens=fit_context(config, [prompt], cfg.max_new_tokens))
     model = load_pretrained(args.model, tokenizer=tokenizer, dtype=args.dtype, device=device)
     with torch.inference_mode():
         if args.samples == 1 and not args.json:

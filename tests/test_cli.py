@@ -390,23 +390,34 @@ def test_stop_ids_flag_reaches_generation(tiny_dir, capsys):
     assert doc["usage"]["prompt_tokens"] == len(prompt.input_ids)
 
 
-def test_max_new_tokens_past_the_context_is_capped_with_one_warning_line(tiny_dir, tmp_path, capsys):
+def _short_context(tiny_dir, tmp_path, positions: int):
     import shutil
 
     small = tmp_path / "small"
     shutil.copytree(tiny_dir, small)
     config = json.loads((small / "config.json").read_text())
-    config["text_config"]["max_position_embeddings"] = 48
+    config["text_config"]["max_position_embeddings"] = positions
     (small / "config.json").write_text(json.dumps(config))
+    return small
+
+
+def test_a_prompt_past_the_context_is_refused_before_the_weights(tiny_dir, tmp_path, capsys, no_weights):
+    small = _short_context(tiny_dir, tmp_path, 48)
+    assert main(["generate", "--model", str(small), "--prompt", "word " * 60]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: prompt of ") and "does not fit the model's 48 positions" in err
+    assert err.count("\n") == 1, err
+
+
+def test_max_new_tokens_past_the_context_is_capped_with_one_warning_line(tiny_dir, tmp_path, capsys):
+    small = _short_context(tiny_dir, tmp_path, 48)
     assert main(["generate", "--model", str(small), "--prompt", "hi", "--max-new-tokens", "500", "--json",
                  "--temperature", "0"]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["usage"]["total_tokens"] <= 48
-    assert captured.err.startswith("warning: ") and captured.err.count("\n") == 1, captured.err
-    assert main(["generate", "--model", str(small), "--prompt", "word " * 60]) == 2  # the prompt alone is too long
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert captured.err.startswith("warning: max_new_tokens 500 capped to ") and captured.err.count("\n") == 1
+    assert f"capped to {48 - doc['usage']['prompt_tokens']}:" in captured.err  # what is left of the 48 positions
 
 
 # ------------------------------------------------------------------------------------- entry points and help
