@@ -1,0 +1,1 @@
+"""Acoustic grounding: measurements that claims in reasoning chains are checked against (`measure`)."""
