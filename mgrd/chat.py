@@ -189,10 +189,13 @@ def encode_chat(
     """
     if channel not in CHANNEL_MODES:
         raise ValueError(f"channel must be one of {', '.join(CHANNEL_MODES)}, got {channel!r}")
-    if audio_config is None:
-        from mgrd.models.config import AudioEncoderConfig
+    from mgrd.models.config import AudioEncoderConfig
 
+    if audio_config is None:
         audio_config = AudioEncoderConfig()
+    elif not isinstance(audio_config, AudioEncoderConfig):
+        got = type(audio_config).__name__
+        raise ValueError(f"audio_config must be an AudioEncoderConfig (a ModelConfig's .audio), got {got}")
     ids = special_token_ids(tokenizer)
     segments = _segments(messages, add_generation_prompt and not train, continue_final_message, part_join)
     input_ids: list[int] = []

@@ -427,6 +427,13 @@ def test_bad_precomputed_mels_raise(tok, mels, match):
         encode_chat(tok, [_user({"type": "audio", "mels": mels})])
 
 
+def test_audio_config_must_be_the_audio_side(tok):
+    from mgrd.models.presets import tiny
+
+    with pytest.raises(ValueError, match=r"audio_config must be an AudioEncoderConfig \(a ModelConfig's .audio\)"):
+        encode_chat(tok, [_user(_audio(_sine(1.0)))], audio_config=tiny())
+
+
 def test_stereo_channel_choice_reaches_the_features(tok, tmp_path):
     left, right = _sine(1.0, hz=440.0), 2 * _sine(1.0, hz=1000.0)
     path = tmp_path / "stereo.wav"
