@@ -1,11 +1,11 @@
 """Folders that appear whole or not at all: build beside the target, swap into place, sweep what killed runs left.
 
 Used by checkpoint saving, `mgrd init` and the synthetic-suite writer. A folder is built in a hidden temporary
-folder next to its target (`.NAME.tmp-PID-xxxx`, same filesystem, so the final rename is atomic) and swapped in
+folder next to its target (`.NAME.tmp-PID@HOST-xxxx`, same filesystem, so the final rename is atomic) and swapped in
 at the end. On Linux the swap is one `renameat2(RENAME_EXCHANGE)`, so the target path always holds either the
 old folder or the new one, even if the process is killed mid-swap; elsewhere it is two renames in a row.
 A run killed by SIGKILL cannot clean up after itself, so the next write to the same target removes the
-temporary folders whose process is gone. Files and folders end up with the usual permissions (0644/0755
+temporary folders whose process is gone (on this machine). Files and folders end up with the usual permissions (0644/0755
 under umask 022), not the private ones `tempfile` uses.
 
 This module does not decide policy: whether a non-empty target may be replaced is the caller's flag.
@@ -18,6 +18,7 @@ import ctypes
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -40,22 +41,27 @@ def check_target(target: Path, overwrite: bool) -> None:
         raise TargetError(f"output folder is not empty: {target} (use --overwrite to replace it)")
 
 
-def _prefix(target: Path, kind: str, pid: int | str = "") -> str:
-    return f".{target.name}.{kind}-{pid}-"
+def _host() -> str:
+    """This machine's name as it may appear in a file name."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
 
 
 def temp_beside(target: Path, kind: str = "tmp") -> Path:
-    """A new empty folder next to `target`, named `.NAME.<kind>-<pid>-xxxx`, with the usual permissions."""
+    """A new empty folder next to `target`, `.NAME.<kind>-<pid>@<host>-xxxx`, with the usual permissions."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target, kind, os.getpid()), dir=target.parent))
+    prefix = f".{target.name}.{kind}-{os.getpid()}@{_host()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     tmp.chmod(0o777 & ~current_umask())
     return tmp
 
 
 def sweep_stale(target: Path) -> list[Path]:
-    """Remove the temporary folders of `target` whose process no longer runs; returns what was removed."""
-    # `.NAME.old-PID` without a suffix is what versions before this module left when replacing a folder.
-    pattern = re.compile(re.escape(f".{target.name}.") + r"(tmp|old)-(\d+)(-|$)")
+    """Remove the temporary folders of `target` whose process no longer runs; returns what was removed.
+
+    Only this machine's folders are judged (a process id means nothing on another host sharing the
+    filesystem); `.NAME.old-PID` without host or suffix is what versions before this module left.
+    """
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(tmp|old)-(\d+)(@" + re.escape(_host()) + r")?(-|$)")
     removed = []
     if not target.parent.is_dir():
         return removed

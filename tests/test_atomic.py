@@ -73,11 +73,15 @@ def test_linux_swap_is_one_exchange(tmp_path):
     assert (tmp_path / "b" / "from_a").exists() and not (tmp_path / "a" / "from_a").exists()
 
 
-def test_sweep_removes_only_dead_runs_of_the_same_target(tmp_path):
-    pid = _dead_pid()
-    stale = [tmp_path / f".ckpt.tmp-{pid}-x1", tmp_path / f".ckpt.old-{pid}-x2", tmp_path / f".ckpt.old-{pid}"]
-    kept = [tmp_path / f".ckpt.tmp-{os.getpid()}-x3", tmp_path / f".other.tmp-{pid}-x4", tmp_path / "ckpt.tmp-1-x",
-            tmp_path / f".ckpt.old-{pid}x"]
+def test_sweep_removes_only_dead_runs_of_the_same_target_on_this_machine(tmp_path):
+    from mgrd.atomic import _host
+
+    pid, here = _dead_pid(), _host()
+    stale = [tmp_path / f".ckpt.tmp-{pid}@{here}-x1", tmp_path / f".ckpt.old-{pid}@{here}-x2",
+             tmp_path / f".ckpt.old-{pid}"]  # the last: what earlier versions left
+    kept = [tmp_path / f".ckpt.tmp-{os.getpid()}@{here}-x3",  # a live run
+            tmp_path / f".ckpt.tmp-{pid}@{here}x.other-x5",  # another machine: its pids mean nothing here
+            tmp_path / f".other.tmp-{pid}@{here}-x4", tmp_path / "ckpt.tmp-1-x", tmp_path / f".ckpt.old-{pid}x"]
     for p in stale + kept:
         p.mkdir()
     assert sorted(sweep_stale(tmp_path / "ckpt")) == sorted(stale)
@@ -94,4 +98,5 @@ def test_modes_follow_the_umask_not_tempfile(tmp_path):
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
     assert (tmp_path / "out" / "sub").stat().st_mode & 0o777 == 0o777 & ~mask
     assert (tmp_path / "out" / "sub" / "w.bin").stat().st_mode & 0o777 == 0o666 & ~mask
-    assert temp_beside(tmp_path / "x").stat().st_mode & 0o777 == 0o777 & ~mask
+    made = temp_beside(tmp_path / "x")
+    assert made.stat().st_mode & 0o777 == 0o777 & ~mask and made.name.startswith(f".x.tmp-{os.getpid()}@")

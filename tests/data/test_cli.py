@@ -147,12 +147,14 @@ def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path, to, sig, code, sai
 
 def test_stale_temp_folders_of_the_same_target_are_swept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    from mgrd.atomic import _host
+
     pid = int(dead.stdout)  # a process that has exited
-    stale = tmp_path / f".suite.tmp-{pid}-abc"
+    stale = tmp_path / f".suite.tmp-{pid}@{_host()}-abc"
     (stale / "audio").mkdir(parents=True)
-    live = tmp_path / f".suite.tmp-{os.getpid()}-def"  # a run still in progress: left alone
+    live = tmp_path / f".suite.tmp-{os.getpid()}@{_host()}-def"  # a run still in progress: left alone
     live.mkdir()
-    other = tmp_path / f".other.tmp-{pid}-ghi"  # another target's: left alone
+    other = tmp_path / f".other.tmp-{pid}@{_host()}-ghi"  # another target's: left alone
     other.mkdir()
     assert main(["synth", "--out", str(tmp_path / "suite"), "--n", "2", "--no-progress"]) == 0
     assert _hidden(tmp_path) == sorted([live.name, other.name])
