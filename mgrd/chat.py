@@ -165,7 +165,8 @@ def encode_chat(
     Text between control tokens is tokenised as one piece without BOS/EOS, so a text-only conversation encodes as
     `tokenizer(render_chat(...))` does, with one exception: an assistant turn's content is tokenised apart from its
     header `assistant\\n<think>\\n` (or `assistant\\n`), so the training prefix equals the inference prompt and
-    the loss boundary falls between tokens. Audio chunks shorter than 20 ms (zero audio tokens) are dropped.
+    the loss boundary falls between tokens. A tail chunk too short for one audio token (under 20 ms with the "hf"
+    rule) is dropped.
 
     Args:
         tokenizer: a tokenizer holding the control tokens (`mgrd.tokenizer.special_token_ids`).
