@@ -1,5 +1,6 @@
 """The `mgrd` command line: help for every command, demo, init/inspect, generate, and clear errors."""
 
+import importlib.metadata
 import json
 import re
 import subprocess
@@ -426,6 +427,7 @@ def test_python_dash_m_mgrd_and_version():
 
     done = subprocess.run([sys.executable, "-m", "mgrd", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == f"mgrd {__version__}\n"
+    assert __version__ == importlib.metadata.version("mgrd")  # the package and pyproject.toml agree
 
 
 def test_top_level_help_is_for_users(capsys):
