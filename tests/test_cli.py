@@ -453,3 +453,16 @@ def test_demo_never_replaces_a_folder_that_is_not_its_model(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
     assert (tmp_path / "demo" / "model" / "notes.txt").read_text() == "mine"
+
+
+def test_stream_printing_splits_at_think_end_however_the_deltas_fall(capsys):
+    from mgrd.cli import _print_stream
+
+    text = "Two beeps, the second higher.\n</think>\n\nB"
+    for cuts in ([], [5, 31, 33], list(range(1, len(text)))):  # whole, across the tag, one character at a time
+        edges = [0, *cuts, len(text)]
+        _print_stream(text[a:b] for a, b in zip(edges, edges[1:]))
+        assert capsys.readouterr().out == "── thinking ──\nTwo beeps, the second higher.\n── answer ──\nB\n", cuts
+    _print_stream(iter(["cut off mid-thought</th"]))
+    out = capsys.readouterr().out
+    assert out == "── thinking ──\ncut off mid-thought</th\n── (no answer: the output ended before </think>) ──\n"
