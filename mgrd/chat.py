@@ -52,7 +52,9 @@ Message = dict[str, Any]
 # `render_chat` as a Jinja template, saved with every tokenizer (`mgrd.tokenizer.save_tokenizer`) so that
 # `tokenizer.apply_chat_template(messages, add_generation_prompt=True, part_join="\n")` renders what mgrd renders
 # (tests/test_chat.py checks them against each other). Audio parts render as one `<audio_patch>` placeholder.
-# `continue_final_message` is transformers' own: it cuts the render after the last message's content.
+# `continue_final_message` is transformers' own: it cuts the render after the last message's content (4.46 also
+# strips the "\n" of a final "<think>\n" there; 4.57 and 5.x keep it). The official client's marker, a last
+# assistant message with `"eot": False`, is rendered open by the template itself, the same in every version.
 CHAT_TEMPLATE = (
     "{%- set join = part_join if part_join is defined else '' -%}"
     "{%- set last = messages | length - 1 -%}"
