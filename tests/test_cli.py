@@ -439,6 +439,7 @@ def test_top_level_help_is_for_users(capsys):
         assert f"    {command}" in out
 
 
+@pytest.mark.integration
 def test_generate_into_a_closed_pipe_exits_quietly(tiny_dir):
     proc = subprocess.Popen([sys.executable, "-m", "mgrd", "generate", "--model", str(tiny_dir), "--prompt", "hi",
                              "--max-new-tokens", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

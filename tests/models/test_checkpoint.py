@@ -110,6 +110,7 @@ ckpt.save_pretrained(build_model(tiny(vocab_size=64), seed=1), sys.argv[1], max_
 """
 
 
+@pytest.mark.integration
 def test_save_killed_mid_write_keeps_the_old_checkpoint_and_the_next_save_sweeps(tmp_path):
     target = save_pretrained(build_model(tiny(vocab_size=64), seed=0), tmp_path / "ckpt", max_shard_bytes=1_000_000)
     before = _files(target)
