@@ -1,17 +1,18 @@
-"""Audio lengths over their whole domain: the token-count rule against what the encoder and adapter produce.
+"""Audio lengths over their whole domain: the token-count rule against what the layers really make.
 
-`mgrd.audio.audio_token_count(L)` decides how many `<audio_patch>` slots a prompt gets; the model decides how
-many embeddings a chunk of L mel frames becomes. The two are computed by different code, so they are compared
-here for EVERY chunk length from the shortest clip that makes a token to 3000 frames (29.98 s), not only at a
-table of round durations (an off-by-one in the count survives a table that holds only lengths where both
-versions agree). The encoder's pooled-length zeroing is checked against an independent, mask-free forward of
-each clip alone, over every residue of L mod 8. The model is tiny (width 4, no or one block) so that all
-~3000 lengths run in a few seconds; nothing here depends on the trained weights.
+`mgrd.audio.audio_token_count(L, rule=...)` decides how many `<audio_patch>` slots a prompt gets. It is checked
+for EVERY chunk length from the shortest clip that makes a token to 3000 frames (29.98 s), not only at a table
+of round durations (an off-by-one survives a table that holds only lengths where both versions agree), against
+a ground truth that shares no code with it: the output length of the model's own conv, pool and adapter layers
+on a lone clip (the HF reference tells the encoder L - 2 frames, the official server L). The model's
+bookkeeping (`encode_audio`) must give each chunk that many rows. The encoder's pooled-length zeroing is
+checked against an independent, mask-free forward of each clip alone over every residue of L mod 8. The
+models are tiny (encoder width 4, no or one block) so ~3000 lengths run in seconds; no trained weights needed.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 import pytest
 import torch
@@ -62,39 +63,47 @@ def test_shortest_chunk_is_five_frames():
     assert [audio_token_count(n) for n in range(1, SHORTEST + 1)] == [0, 0, 0, 0, 1]
 
 
-def test_hf_count_equals_encoder_and_adapter_output_for_every_length():
-    """Kills `(L - 2 + 1) // 2 // 2` -> `(L - 2) // 2 // 2` in audio.py (wrong at L = 5 mod 8)."""
+def layer_lengths(model):
+    """`frames -> embeddings` that the model's own conv, pool and adapter layers make from a lone clip.
+
+    Run on the meta device (shapes only, no arithmetic): the kernel, stride and padding decide, as torch
+    computes them, not any of our length formulas.
+    """
+    enc, conv = copy.deepcopy(model.encoder).to("meta"), copy.deepcopy(model.adapter.conv).to("meta")
+
+    def produced(frames: int) -> int:
+        x = torch.empty(1, N_MELS, frames, device="meta")
+        return conv(enc.avg_pooler(enc.conv2(enc.conv1(x)))).shape[-1]
+
+    return produced
+
+
+@pytest.mark.parametrize("rule, told", [("hf", lambda n: n - 2), ("vllm", lambda n: n)])
+def test_count_equals_what_the_layers_make_for_every_length(rule, told):
+    """The HF reference tells the encoder L - 2 frames, the official server L; the count is the layers' output.
+
+    Kills `(L - 2 + 1) // 2 // 2` -> `(L - 2) // 2 // 2` (wrong at L = 5 mod 8) wherever the count is computed.
+    """
+    produced = layer_lengths(small_model())
+    pairs = [(n, audio_token_count(n, rule=rule), produced(told(n))) for n in range(SHORTEST, MAX_FRAMES + 1)]
+    wrong = [p for p in pairs if p[1] != p[2]]
+    assert not wrong, f"{len(wrong)} lengths disagree (L, count, layers), first: {wrong[:5]}"
+
+
+@pytest.mark.parametrize("rule", ["hf", "vllm"])
+def test_model_gives_each_chunk_as_many_embeddings_as_the_count(rule):
+    """A prompt built with the count fits the model: `encode_audio` yields that many rows per chunk, batched."""
     frames = list(range(SHORTEST, MAX_FRAMES + 1))
-    got = encoded_lengths(small_model(), frames)
-    wrong = [(n, c, audio_token_count(n)) for n, c in zip(frames, got) if c != audio_token_count(n)]
-    assert not wrong, f"{len(wrong)} lengths disagree (L, model, count), first: {wrong[:5]}"
-
-
-def test_hf_count_never_exceeds_what_a_lone_clip_produces():
-    """The count slices the adapter's output; it may drop the last frame (the HF rule) but never invent one."""
-    model = small_model()
-    for n in [*range(SHORTEST, SHORTEST + 16), 1001, 1002, 1003, 1004, 2997, 2998, 2999, 3000]:
-        with torch.no_grad():
-            feats, _ = model.encoder(*pad_mels(random_mels([n])))
-            produced = model.adapter(feats, torch.tensor([feats.shape[1]]))[0].shape[1]
-        assert audio_token_count(n) <= produced == ((n + 1) // 2 // 2 - 1) // 2 + 1, n
-
-
-def _has_token_rule() -> bool:
-    return "token_rule" in {f.name for f in dataclasses.fields(AudioEncoderConfig)}
-
-
-@pytest.mark.skipif(not _has_token_rule(), reason="AudioEncoderConfig.token_rule not in this tree yet")
-def test_vllm_count_equals_encoder_and_adapter_output_for_every_length():
-    """The official server's rule: count `((L+1)//2//2 - 1)//2 + 1`, every frame a lone clip makes is used."""
-    frames = list(range(SHORTEST, MAX_FRAMES + 1))
-    got = encoded_lengths(small_model(token_rule="vllm"), frames)
-    want = [audio_token_count(n, rule="vllm") for n in frames]
-    assert want == [((n + 1) // 2 // 2 - 1) // 2 + 1 for n in frames]
+    got = encoded_lengths(small_model(token_rule=rule), frames)
+    want = [audio_token_count(n, rule=rule) for n in frames]
     wrong = [(n, c, w) for n, c, w in zip(frames, got, want) if c != w]
     assert not wrong, f"{len(wrong)} lengths disagree (L, model, count), first: {wrong[:5]}"
-    differ = [n for n in frames if audio_token_count(n, rule="vllm") != audio_token_count(n)]
-    assert differ and all(n % 8 in (3, 4) for n in differ)  # the rules part only at L mod 8 in {3, 4}
+
+
+def test_rules_differ_only_at_residues_3_and_4_mod_8():
+    differ = [n for n in range(SHORTEST, MAX_FRAMES + 1) if audio_token_count(n, rule="vllm") != audio_token_count(n)]
+    assert differ and all(n % 8 in (3, 4) for n in differ)
+    assert audio_token_count(52) == 6 and audio_token_count(52, rule="vllm") == 7  # 0.5 s
 
 
 # ---------------------------------------------------------------------------------------- pooled-length zeroing
