@@ -419,4 +419,10 @@ def _tokenizer_special_ids(tokenizer) -> SpecialTokenIds:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config not found: {path}")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data

@@ -285,6 +285,12 @@ def test_build_from_parts_rejects_wrong_configs(tmp_path):
         build_from_parts(enc_dir, enc_dir)
     with pytest.raises(ConfigError, match="expected a Qwen2-Audio encoder"):
         build_from_parts(llm_dir, llm_dir)
+    (llm_dir / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="config.json: expected a JSON object, got a list"):
+        build_from_parts(enc_dir, llm_dir)
+    (llm_dir / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json: not valid JSON"):
+        build_from_parts(enc_dir, llm_dir)
 
 
 def test_loaded_model_keeps_the_encoder_frozen_and_loads_in_bf16():
