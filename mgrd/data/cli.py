@@ -3,7 +3,8 @@
 Only argument parsing and printing live here: `mgrd.data.synth.writer.synthesize` does the writing and
 `mgrd.data.manifest.check_manifest` the checking. Both are imported when a subcommand runs, so `mgrd --help`
 stays fast. Handlers return the exit code: 0 success, 1 a manifest with errors, 2 bad input
-(printed as `error: ...`).
+(printed as `error: ...`); `mgrd.cli.run` adds 130 for Ctrl-C, 143 for SIGTERM (both remove the suite's
+temporary folder) and 141 when stdout's reader has gone.
 
     mgrd data synth --out data/synth --n 10000 --seed 0
     mgrd data synth --out data/ood --n 2000 --split ood --families pitch_compare,beep_count
