@@ -352,6 +352,8 @@ def cmd_init(args) -> int:
     from mgrd.atomic import check_target
 
     check_target(args.out, args.overwrite)  # before minutes of work, and never over a file or someone's folder
+    if args.tokenizer is not None and not args.tokenizer.is_dir():
+        raise ValueError(f"tokenizer folder not found: {args.tokenizer}")
     if args.preset != "tiny" and args.tokenizer is None:
         raise ValueError(f"--preset {args.preset} needs its tokenizer: "
                          "pass --tokenizer DIR (a folder with tokenizer.json)")
@@ -392,10 +394,14 @@ def available_memory() -> int | None:
 def check_memory(config, dtype, what: str) -> None:
     """Refuse, with the numbers and the fix, a build whose weights alone exceed the memory available."""
     need, have = model_bytes(config, dtype), available_memory()
-    if have is not None and need > have:
-        smaller = "; try --dtype bfloat16" if dtype.itemsize > 2 else ""
-        raise ValueError(f"{what} needs about {need / 1e9:.1f} GB of memory but {have / 1e9:.1f} GB is "
-                         f"available{smaller}, or use a machine with more memory")
+    if have is None or need <= have:
+        return
+    half = need * 2 // dtype.itemsize
+    if dtype.itemsize > 2 and half <= have:
+        fix = f"try --dtype bfloat16 ({half / 1e9:.1f} GB)"
+    else:
+        fix = "use a machine with more memory" + (f" (bfloat16: {half / 1e9:.1f} GB)" if dtype.itemsize > 2 else "")
+    raise ValueError(f"{what} needs about {need / 1e9:.1f} GB of memory but {have / 1e9:.1f} GB is available; {fix}")
 
 
 def _add_inspect(sub) -> None:

@@ -196,8 +196,15 @@ def test_init_refuses_a_build_that_cannot_fit(tmp_path, tok, capsys, monkeypatch
     monkeypatch.setattr("mgrd.cli.available_memory", lambda: 24 * 10**9)  # a 24 GB machine
     assert main(["init", "--preset", "step-audio-2-mini", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "step-audio-2-mini in float32 needs about 33.3 GB of memory but 24.0 GB is available; try --dtype bfloat16" in err
+    assert "step-audio-2-mini in float32 needs about 33.3 GB of memory but 24.0 GB is available; " \
+           "try --dtype bfloat16 (16.6 GB)" in err
     assert not (tmp_path / "m").exists()
+    assert main(["init", "--preset", "step-audio-r1", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "m"),
+                 "--dtype", "bfloat16"]) == 2
+    assert "step-audio-r1 in bfloat16 needs about 67.0 GB of memory but 24.0 GB is available; " \
+           "use a machine with more memory" in capsys.readouterr().err
+    assert main(["init", "--preset", "step-audio-r1", "--tokenizer", str(tmp_path / "absent"), "--out", str(tmp_path / "m")]) == 2
+    assert "tokenizer folder not found" in capsys.readouterr().err
     monkeypatch.setattr("mgrd.cli.available_memory", lambda: 10**6)
     assert main(["init", "--out", str(tmp_path / "t"), "--dtype", "bfloat16"]) == 2  # checked before building
     assert "tiny in bfloat16 needs about 0.0 GB" in capsys.readouterr().err and not (tmp_path / "t").exists()
