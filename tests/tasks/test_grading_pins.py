@@ -167,3 +167,40 @@ def test_decimal_round_trip(cents, places):
     text = f"{value:.{places}f}"
     assert grade_numeric(f"The answer is {text}.", repr(value)) == 1.0, text
     assert grade_numeric(f"The answer is {text}.", repr(value + 10 ** -places)) == 0.0, text
+
+
+# ---------------------------------------------------------------------------------------------- mutmut survivors
+# Found by a mutmut 3.8.1 run over grading.py with test_grading.py + this file (see tests/README.md).
+
+
+def test_thousands_separators_do_not_change_a_choice():
+    assert grade_choice("1000", "1,000", ["1,000", "2,000"]) == 1.0
+    assert grade_choice("The answer is 2000.", "1,000", ["1,000", "2,000"]) == 0.0
+
+
+def test_empty_or_missing_answers_score_zero_for_every_grader():
+    for response in ["", "<think>\nall reasoning\n</think>\n", None]:
+        assert grade_exact(response, "yes") == 0.0
+        assert grade_choice(response, "the second", TWO) == 0.0
+        assert grade_numeric(response, "3") == 0.0
+
+
+def test_quoted_answers_resolve():
+    assert grade_choice("'B'", "the second", TWO) == 1.0
+    assert grade_choice('The answer is "the second".', "the second", TWO) == 1.0
+
+
+@pytest.mark.parametrize("response, reference, verdict", [
+    ("The answer is 1/0.", "1", 0.0),  # a zero denominator is no number, never an error
+    ("6/1", "6", 1.0),
+    ("\\boxed{2 + 3 = 5}", "5", 1.0),  # boxed: its last number
+    ("The answer is 5, not 7.", "5", 1.0),  # after the trigger: its first number
+])
+def test_fractions_boxes_and_triggers_pick_the_committed_number(response, reference, verdict):
+    assert grade_numeric(response, reference) == verdict
+
+
+def test_an_option_that_normalises_to_nothing_is_ignored():
+    choices = ["dog", "cat", "..."]  # "..." has no words left after normalisation
+    assert grade_choice("dog", "dog", choices) == 1.0
+    assert grade_choice("The cat.", "cat", choices) == 1.0
