@@ -29,7 +29,7 @@ import unicodedata
 from fractions import Fraction
 from typing import Any
 
-from mgrd.chat import THINK_END, THINK_START, split_reasoning
+from mgrd.chat import THINK_START, split_reasoning
 
 _ARTICLES = {"a", "an", "the"}
 # "the answer is X", "final answer: X", "answer - X"; the last such trigger in the answer wins
@@ -317,7 +317,7 @@ def grade(item: dict | Any, response: str | None, require_think: bool = True, gr
     name = grader if grader is not None else grader_name(row)
     if name not in GRADERS:
         raise ValueError(f"unknown grader {name!r}; choose one of {sorted(GRADERS)}")
-    if response is None or (require_think and THINK_END not in response):
+    if extract_answer(response, require_think=require_think) is None:  # cut off before its answer
         return 0.0
     if name == "choice":
         return grade_choice(response, row["answer"], row.get("choices"))
