@@ -3,8 +3,8 @@
 1. Decoding, tokens per second, greedy, exactly `--new-tokens` tokens (no stop ids), batch 1 and 8, one 5 s
    clip per prompt, three ways:
    - `generate` with the KV cache (prefill once, then one token per step);
-   - `generate(use_cache=False)`: the LLM runs over the whole sequence every step, but the audio is encoded
-     and embedded once and only the last position gets logits (our own no-cache path, the strict baseline);
+   - `generate(use_cache=False)`: the whole sequence, audio included, runs through `model(...)` every step,
+     and only the last position gets logits (our own reference loop);
    - the official transformers path: the Step-Audio 2 / R1 HF forward drops the cache, so `generate` calls
      the full forward (ids + audio -> encoder, adapter, LLM, lm_head over every position) at every step.
 2. Encoding: a 5 s clip encoded at its own length against the same clip padded to 30 s (3000 mel frames, the
