@@ -201,7 +201,7 @@ def pick_tokens(logits: torch.Tensor, greedy: bool, generator: torch.Generator |
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """`[B]` log-softmax of raw `[B, V]` logits (in float32) at `[B]` token ids."""
+    """`[B]` log-softmax of `[B, V]` logits (raw or processed, in float32) at `[B]` token ids."""
     return logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
 
 

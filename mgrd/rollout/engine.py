@@ -20,7 +20,7 @@ from typing import Iterator, Protocol, Sequence
 import torch
 
 from mgrd.data.collate import PromptBatch, PromptLike, collate_prompts
-from mgrd.generate import SamplingConfig, decode_text, pick_tokens, process_logits
+from mgrd.generate import SamplingConfig, decode_text, pick_tokens, process_logits, token_logprobs
 from mgrd.rollout.batch import RolloutBatch
 
 DEFAULT_MAX_POSITIONS = 32768  # transformers' Qwen2Config default, for a text_config that does not say
@@ -187,8 +187,8 @@ def decode_steps(
             seen = _seen_prompt_tokens(feed.ids, feed.mask, logits.shape[-1])
         processed = process_logits(logits.index_fill(1, banned, float("-inf")), seen, cfg)
         tokens = pick_tokens(processed, cfg.greedy, generator)
-        yield Step(tokens=tokens, logprobs=_at(processed.log_softmax(-1), tokens),
-                   policy_logprobs=_at(logits.log_softmax(-1), tokens), valid=running.clone())
+        yield Step(tokens=tokens, logprobs=token_logprobs(processed, tokens),
+                   policy_logprobs=token_logprobs(logits, tokens), valid=running.clone())
         seen[arange, tokens] |= running
         running &= ~torch.isin(tokens, stop)
         if step == max_new_tokens - 1 or not _max_over_ranks(running.any(), sharded):
@@ -234,11 +234,6 @@ class _Feed:
         self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
         self.mask = torch.cat([self.mask, running[:, None].to(self.mask.dtype)], dim=1)
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
-
-
-def _at(logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """`[R]` entries of `[R, V]` at `[R]` token ids."""
-    return logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
 def _seen_prompt_tokens(prompt_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
