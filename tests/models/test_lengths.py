@@ -13,6 +13,7 @@ models are tiny (encoder width 4, no or one block) so ~3000 lengths run in secon
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -32,14 +33,15 @@ N_MELS = 2
 WIDTH = 4
 
 
-def small_model(n_layer: int = 0, **audio):
-    """A tiny AudioReasoner: encoder width 4 with `n_layer` blocks, LLM width 8 (shapes follow the real code)."""
+@functools.lru_cache(maxsize=None)
+def small_model(n_layer: int = 0, token_rule: str = "hf"):
+    """A tiny AudioReasoner in eval mode: encoder width 4 with `n_layer` blocks, LLM width 8 (built once per args)."""
     cfg = tiny(vocab_size=64, special_ids=IDS)
     cfg.text.update(hidden_size=WIDTH * 2, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=WIDTH)
     cfg.audio = AudioEncoderConfig(
         n_mels=N_MELS, n_audio_state=WIDTH, n_audio_head=2, n_audio_layer=n_layer, llm_dim=WIDTH * 2,
-        adapter_hidden=WIDTH, **audio,
+        adapter_hidden=WIDTH, token_rule=token_rule,
     )
     return build_model(cfg, seed=0).eval()
 
