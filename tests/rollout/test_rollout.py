@@ -188,3 +188,39 @@ def test_bad_calls_raise(model, prompts):
         rollout(model, [], FILTERED)
     with pytest.raises(ValueError, match="prompt 1 has no tokens"):
         rollout(model, [prompts[0], Prompt([])], FILTERED)
+
+
+# --------------------------------------------------------------------------------------------- forward alone
+
+
+class ForwardOnly(torch.nn.Module):
+    """Exposes the wrapped model's `forward`, `config` and parameters, nothing else (as a wrapper would)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self._inner = [inner]  # a list: not registered as a submodule, so it cannot be reached through this one
+        self.weights = torch.nn.ParameterList(inner.parameters())
+        self.config = inner.config
+
+    def forward(self, *args, **kwargs):
+        return self._inner[0](*args, **kwargs)
+
+
+def test_generation_needs_only_forward(model, prompts):
+    wrapped = ForwardOnly(model)
+    for name in ("embed", "encode_audio", "model", "lm_head", "encoder"):
+        assert not hasattr(wrapped, name)
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0, repetition_penalty=1.3)
+    assert torch.equal(rollout(wrapped, prompts, cfg, num_samples=2).response_ids,
+                       rollout(model, prompts, cfg, num_samples=2).response_ids)
+
+
+def test_placeholders_checked_at_prefill_only(model, prompts, monkeypatch):
+    """The placeholder check reads the ids on the host; decoding steps (cache, no mels) must not run it."""
+    import mgrd.models.reasoner as reasoner
+
+    calls = []
+    original = reasoner._patch_runs
+    monkeypatch.setattr(reasoner, "_patch_runs", lambda is_patch: calls.append(1) or original(is_patch))
+    batch = rollout(model, prompts, SamplingConfig(max_new_tokens=8, temperature=0), num_samples=2)
+    assert batch.response_ids.shape[1] == 8 and len(calls) == 1
