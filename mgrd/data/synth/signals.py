@@ -308,9 +308,9 @@ def swell(n: int, centre: int, width: int, gain: float) -> np.ndarray:
 def raise_crest(x: np.ndarray, target_db: float, rng: np.random.Generator, width_s=(0.03, 0.08)) -> np.ndarray:
     """`x` with one smooth swell (a short rise and fall in level) that brings its crest factor to `target_db`.
 
-    The swell is centred on a random sample where `x` is within 6 dB of its peak and lasts 30-80 ms, so it
-    changes the level, not the spectrum: a waveform's crest factor then tells nothing about its shape. The
-    height is found by bisection. A clip already at or above the target is returned unchanged.
+    The swell is centred on a random sample where `x` is within 6 dB of its peak and lasts `width_s` (30-80
+    ms by default; shorter ones reach higher crest factors), so it changes the level, not the spectrum: a waveform's crest factor then tells nothing about its shape. The
+    height is found by bisection. A clip already at or above the target, or silent, is returned unchanged.
 
     Args:
         x: `[S]` waveform.
@@ -323,7 +323,7 @@ def raise_crest(x: np.ndarray, target_db: float, rng: np.random.Generator, width
     """
     loud = np.flatnonzero(np.abs(x) >= 0.5 * np.max(np.abs(x)))
     centre, width = int(rng.choice(loud)), n_samples(rng.uniform(*width_s))
-    if crest_db(x) >= target_db:
+    if crest_db(x) >= target_db or rms(x) == 0:  # silence has no crest factor to raise
         return x.astype(np.float32)
     lo, hi = 0.0, 1.0
     while crest_db(x * swell(x.size, centre, width, hi)) < target_db:

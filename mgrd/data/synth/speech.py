@@ -4,13 +4,15 @@
   the text question is generic and the answer is a number.
 - `voice_pitch`: one sentence spoken by a low or a high voice; "is the speaker's voice high or low?".
   Both classes mix male and female voices, so voice type does not give the label away.
-- `speech_rate`: one sentence spoken slowly or fast; "is the speaker talking fast or slow?".
+- `speech_rate`: one sentence spoken slowly or three spoken fast (so both talk for about as long), placed
+  in a clip of random length; "is the speaker talking fast or slow?".
 
 Each item has two reasoning chains: `grounded` cites what is heard (the words spoken, the voice's
 fundamental frequency, the speaking rate) and `text_substitute` argues from wording and priors only,
 landing on a guess drawn independently of the truth (right only by chance). The F0 values in `meta` are the
 nominal F0 of each voice preset, measured once for espeak-ng 1.51 (median over sentences, autocorrelation
-pitch); durations are the trimmed clip lengths. The `ood` split uses held-out voices and sentences (and
+pitch); durations are the trimmed speech lengths. voice_pitch and speech_rate clips get a drawn crest factor
+and a random peak (`present`), so neither the file's level nor its length tells the answer. The `ood` split uses held-out voices and sentences (and
 longer arithmetic). espeak-ng output is deterministic for the same arguments, so items are a pure function
 of the random generator. Choice lists have a fixed order and answers are drawn uniformly, so neither
 wording nor position tells the answer; the text-substitute pick is kept in `meta["substitute_answer"]`.
@@ -28,11 +30,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from mgrd.data.synth import signals as sig
 from mgrd.data.synth.base import SAMPLE_RATE, Family, SynthItem
 
 ESPEAK = "espeak-ng"
 UNAVAILABLE_MESSAGE = "espeak-ng not found: the speech families need it; install it with `apt-get install espeak-ng`"
 SILENCE_LEVEL = 1e-3  # |sample| below this at either end is trimmed away
+PEAK_RANGE = (0.3, 0.95)  # clips are scaled to a random peak, as the acoustic ones
+CREST_DB = (23.0, 26.0)  # crest factor drawn for voice_pitch and speech_rate clips (above nearly every voice's)
+SWELL_S = (0.01, 0.03)  # speech is peaky already: only a short swell lifts its crest factor that far
 
 
 class SpeechSynthUnavailable(RuntimeError):
@@ -82,6 +88,16 @@ def synthesize(text: str, voice: str = "en-us", pitch: int = 50, speed_wpm: int 
     if loud.size:
         wav = wav[loud[0]: loud[-1] + 1]
     return np.clip(wav, -1.0, 1.0)
+
+
+def present(rng: np.random.Generator, wav: np.ndarray) -> np.ndarray:
+    """A clip with a drawn crest factor (`CREST_DB`, one short swell) and a random peak (`PEAK_RANGE`).
+
+    espeak-ng voices differ in level and peakiness (a high voice is less peaky than a low one), so without
+    this the RMS or the crest factor of the file would tell a high voice from a low one.
+    """
+    wav = sig.raise_crest(wav, float(rng.uniform(*CREST_DB)), rng, width_s=SWELL_S)
+    return sig.peak_normalize(wav, float(rng.uniform(*PEAK_RANGE)))
 
 
 # ---------------------------------------------------------------- words
@@ -277,7 +293,7 @@ def _make_voice_pitch(rng: np.random.Generator, split: str) -> SynthItem:
     speed = int(rng.integers(150, 191))
     question = _pick(rng, PITCH_QUESTIONS)
     guess = _pick(rng, PITCH_CHOICES)
-    audio = synthesize(sentence, voice, pitch, speed)
+    audio = present(rng, synthesize(sentence, voice, pitch, speed))
     side = "above" if label == "high" else "below"
     grounded = (f"The speaker says \"{sentence}\" The voice's fundamental frequency sits near {f0:.0f} Hz, "
                 f"{side} the roughly {PITCH_SPLIT_HZ:.0f} Hz middle of adult speaking voices "
@@ -303,32 +319,44 @@ RATE_QUESTIONS = ["Is the speaker talking fast or slow?", "Does the speaker spea
                   "Listen to the speaking rate. Is it fast or slow?"]
 
 
+FAST_SENTENCES = 3  # a fast item says three sentences, a slow one one: both talk for about 4-5 s
+RATE_CLIP_S = (6.4, 7.2)  # clip length, drawn whatever the rate (the slowest speech lasts at most 6.2 s)
+
+
 def _make_speech_rate(rng: np.random.Generator, split: str) -> SynthItem:
     label = _pick(rng, RATE_CHOICES)
     choices = RATE_CHOICES
     low, high = FAST_WPM if label == "fast" else SLOW_WPM
     speed = int(rng.integers(low, high + 1))
-    sentence = _sentence(rng, split)
+    pool = _split_pool(split, SENTENCES, OOD_SENTENCES)
+    picks = rng.choice(len(pool), FAST_SENTENCES if label == "fast" else 1, replace=False)
+    text = " ".join(pool[int(i)] for i in picks)
     voice, pitch = _neutral_voice(rng, split)
     question = _pick(rng, RATE_QUESTIONS)
     guess = _pick(rng, RATE_CHOICES)
-    audio = synthesize(sentence, voice, pitch, speed)
-    n_words = len(sentence.split())
-    duration = len(audio) / SAMPLE_RATE
+    speech = synthesize(text, voice, pitch, speed)
+    # The speech sits at a random point of a clip whose length is drawn on its own, and the clip's level
+    # and crest factor are drawn too: only the words per second say fast or slow, not the file's length.
+    clip_s = float(rng.uniform(*RATE_CLIP_S))
+    onset = float(rng.uniform(0.05, clip_s - len(speech) / SAMPLE_RATE - 0.05))
+    audio = present(rng, sig.place([(onset, speech)], clip_s))
+    n_words = len(text.split())
+    duration = len(speech) / SAMPLE_RATE
     wpm = 60.0 * n_words / duration
     if label == "fast":
         compare = f"well above the {BRISK_WPM} words per minute of brisk conversation, so the speaker talks quickly"
     else:
         compare = f"well below the {RELAXED_WPM} words per minute of relaxed conversation, so the speaker talks slowly"
-    grounded = (f"The speaker says \"{sentence}\", {n_words} words in {duration:.1f} s, about {wpm:.0f} words "
+    grounded = (f"The speaker says \"{text}\", {n_words} words in {duration:.1f} s, about {wpm:.0f} words "
                 f"per minute. That is {compare}. The answer is {label}.")
     substitute = _pick(rng, [
-        "The sentence \"{s}\" is short and casual, and casual remarks are usually said {m}. The answer is {g}.",
+        "The words \"{s}\" are everyday remarks, and remarks like these are usually said {m}. The answer is {g}.",
         "The words \"{s}\" read like {what}, which people tend to say {m}. The answer is {g}.",
-    ]).format(s=sentence, g=guess, m="quickly" if guess == "fast" else "slowly",
+    ]).format(s=text, g=guess, m="quickly" if guess == "fast" else "slowly",
               what="a hurried reminder" if guess == "fast" else "a careful explanation")
-    meta = {"transcript": sentence, "voice": voice, "espeak_pitch": pitch, "espeak_speed_wpm": speed,
-            "n_words": n_words, "duration_s": round(duration, 3), "words_per_minute": round(wpm, 1),
+    meta = {"transcript": text, "voice": voice, "espeak_pitch": pitch, "espeak_speed_wpm": speed,
+            "n_words": n_words, "onset_s": round(onset, 3), "duration_s": round(duration, 3),
+            "clip_s": round(len(audio) / SAMPLE_RATE, 3), "words_per_minute": round(wpm, 1),
             "rate_class": label, "split": split, "substitute_answer": guess}
     return SynthItem(question=question, answer=label, choices=list(choices), audio=[audio], meta=meta,
                      reasonings={"grounded": grounded, "text_substitute": substitute})
@@ -340,5 +368,5 @@ FAMILIES: list[Family] = [
     Family("voice_pitch", "speech", "choice", _make_voice_pitch,
            "Is the speaker's voice high or low? Male and female voices in both classes."),
     Family("speech_rate", "speech", "choice", _make_speech_rate,
-           "Is the speaker talking fast or slow? The same sentences at slow or fast espeak-ng rates."),
+           "Is the speaker talking fast or slow? One sentence slowly or three fast, in clips of one length."),
 ]
