@@ -198,7 +198,8 @@ def _patch_runs(is_patch: torch.Tensor) -> list[tuple[int, int, int]]:
     """Maximal runs of True in `[B, T]`, in reading order, as (row, start, length)."""
     runs = []
     flags = is_patch.to(torch.int8)
-    edges = torch.diff(flags, dim=1, prepend=flags.new_zeros(flags.shape[0], 1), append=flags.new_zeros(flags.shape[0], 1))
+    edge = flags.new_zeros(flags.shape[0], 1)
+    edges = torch.diff(flags, dim=1, prepend=edge, append=edge)
     starts = (edges == 1).nonzero().tolist()
     ends = (edges == -1).nonzero().tolist()
     for (row, s), (_, e) in zip(starts, ends):

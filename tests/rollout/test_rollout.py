@@ -56,7 +56,8 @@ def teacher_forced(model, prompt: Prompt, response: list[int]) -> torch.Tensor:
 
 
 def processed_logprobs(model, prompt: Prompt, response: list[int], cfg: SamplingConfig, banned) -> list[float]:
-    """Re-derive the sampled distribution per position: ban, penalty on prompt + earlier tokens, temperature, top-k/p."""
+    """Re-derive the sampled distribution at each position: audio-id ban, penalty on the prompt and the earlier
+    response tokens, temperature, top-k, top-p; its log-prob at each response token."""
     logits = teacher_forced(model, prompt, response)
     out = []
     for t, tok in enumerate(response):
