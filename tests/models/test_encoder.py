@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -39,7 +41,7 @@ def test_each_rule_runs_a_forward_on_prompts_built_with_it(tok, ids, rule, token
     logits = model(torch.tensor([prompt.input_ids]), None, mels, lens).logits
     assert logits.shape == (1, len(prompt.input_ids), len(tok)) and torch.isfinite(logits).all()
     other = "vllm" if rule == "hf" else "hf"
-    wrong = encode_chat(tok, user(0.5), audio_config=tiny_model(tok, ids, other).config.audio)
+    wrong = encode_chat(tok, user(0.5), audio_config=dataclasses.replace(model.config.audio, token_rule=other))
     with pytest.raises(AudioPlaceholderError, match="<audio_patch> tokens but its chunk encodes to"):
         model(torch.tensor([wrong.input_ids]), None, *pad_mels(wrong.mels))
 
