@@ -11,8 +11,9 @@
   while the shortcuts this guards against scored 0.78-0.96. (3.5 standard errors: 13 families x 2 rules
   stay well under a 1 % chance of a false alarm.) Before the audit's fixes, voice_pitch scored 0.95 and
   speech_rate 1.00 here (level and crest; clip length).
-- Single facts (compositional families): each fact alone, through the same majority-per-value rule, is at
-  chance; the "both conditions hold" rules they replace are shown to fail the same check.
+- Single facts (compositional families): each fact alone, through the majority answer per fact value, is
+  at chance, both as stored in `meta` and as measured in the audio by test_compositional's derivers
+  (integration tier); the "both conditions hold" rules they replace are shown to fail the same check.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from mgrd.data.synth import DEFAULT_FAMILIES, speech
 
 from .draws import draw
+from .test_compositional import DERIVE as COMPOSITIONAL_DERIVE
 
 N = 120  # items per seed; seed 0's are the ones test_acoustic draws too
 Z = 3.5
@@ -157,3 +159,27 @@ def test_a_both_conditions_rule_fails_the_single_fact_check(family):
     (fit_f, fit_y), (test_f, test_y) = sample(), sample()
     _, bound = chance_bound(test_y)
     assert single_fact_accuracy(fit_f, fit_y, test_f, test_y) > bound
+
+
+MEASURED_FACTS = {  # the same facts, from what test_compositional's derivers measure in the audio
+    "higher_longer": {"which is higher": lambda f: int(np.argmax(f["f0_hz"])),
+                      "which is longer": lambda f: int(np.argmax(f["durations_s"]))},
+    "contour_tempo": {"ends higher": lambda f: f["notes_hz"][-1] > f["notes_hz"][0],
+                      "fast": lambda f: f["note_rate_hz"] > 4.0},
+    "chord_louder": {"major": lambda f: f["quality"] == "major", "louder": lambda f: f["slope_db_per_s"] > 0},
+    "louder_beeps": {"beep count": lambda f: len(f["levels_db"])},
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("family", sorted(MEASURED_FACTS))
+def test_each_single_fact_measured_in_the_audio_predicts_the_answer_at_chance(family):
+    derive, _ = COMPOSITIONAL_DERIVE[family]
+    fit, held = _items(family, 0), _items(family, 1)
+    measured = [[derive(it.audio[0].astype(np.float64))[1] for it in items] for items in (fit, held)]
+    test_y = np.array([it.answer for it in held])
+    p, bound = chance_bound(test_y)
+    for name, fact in MEASURED_FACTS[family].items():
+        fit_f, test_f = (np.array([fact(f) for f in facts]) for facts in measured)
+        accuracy = single_fact_accuracy(fit_f, np.array([it.answer for it in fit]), test_f, test_y)
+        assert accuracy < bound, f"{family}: measured {name!r} alone gives {accuracy:.3f} (chance {p:.3f})"
