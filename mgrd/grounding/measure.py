@@ -10,7 +10,8 @@ with numpy only, and is meant for the clean, steady sounds of the synthetic suit
 - `events`: sound events as `Event(onset_s, offset_s, level_db)`, found against the clip's own noise floor
   with two thresholds (hysteresis), so a beep is one event even when noise flickers at its edges.
 - `dominant_hz`: the strongest steady frequency of a stretch, refined by the phase advance between frames.
-- `f0_hz`: the fundamental (pitch) of a stretch, by YIN (works for tones and voices alike).
+- `f0_hz`: the fundamental (pitch) of a steady stretch, by YIN (tones, held notes).
+- `voice_f0_hz`: the median pitch of a voice over its voiced frames (frame-wise YIN).
 - `loudness_trend`: a straight-line fit of the level in dB over the sounding part: `Trend(slope_db_per_s,
   change_db, duration_s)`.
 
@@ -205,6 +206,11 @@ def f0_hz(x: np.ndarray, fmin: float = 50.0, fmax: float = 1000.0, threshold: fl
     lag_min, lag_max = max(int(RATE / fmax), 2), int(np.ceil(RATE / fmin))
     if x.size < 2 * lag_max:
         return float("nan")
+    return _yin(x, lag_min, lag_max, threshold)[0]
+
+
+def _yin(x: np.ndarray, lag_min: int, lag_max: int, threshold: float) -> tuple[float, float]:
+    """(f0 in Hz, aperiodicity: the normalised difference at the chosen lag, near 0 for a periodic sound)."""
     window = x.size - lag_max - 1
     size = 1 << int(np.ceil(np.log2(x.size + window)))
     # d(tau) = sum over the window of (x[t] - x[t + tau])^2, all lags at once with FFT correlation.
@@ -218,7 +224,28 @@ def f0_hz(x: np.ndarray, fmin: float = 50.0, fmax: float = 1000.0, threshold: fl
     tau = _first_dip(normalised, lag_min, lag_max, threshold)
     a, b, c = diff[tau - 1], diff[tau], diff[tau + 1]  # refine on the raw difference (less biased)
     shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) > 0 else 0.0
-    return float(RATE / (tau + shift))
+    return float(RATE / (tau + shift)), float(normalised[tau])
+
+
+def voice_f0_hz(x: np.ndarray, fmin: float = 60.0, fmax: float = 400.0, frame_s: float = 0.04,
+                hop_s: float = 0.01, max_aperiodicity: float = 0.2, below_peak_db: float = 25.0) -> float:
+    """The median pitch of a voice over its voiced frames, in Hz (NaN when no frame is voiced).
+
+    `f0_hz` suits a steady tone; speech glides, so each 40 ms frame gets its own YIN estimate, and only
+    frames that are periodic (aperiodicity under `max_aperiodicity`) and loud (within `below_peak_db` of the
+    loudest frame) count. This is the speaking F0 that a claim like "a low voice, near 90 Hz" refers to.
+    """
+    x = _check(x)
+    frame, hop = int(round(frame_s * RATE)), int(round(hop_s * RATE))
+    lag_min, lag_max = max(int(RATE / fmax), 2), int(np.ceil(RATE / fmin))
+    if x.size < frame or frame < 2 * lag_max:
+        return float("nan")
+    starts = np.arange(0, x.size - frame + 1, hop)
+    power = np.array([np.mean(x[a : a + frame] ** 2) for a in starts])
+    loud = power > power.max() * 10 ** (-below_peak_db / 10)
+    pitches = [_yin(x[a : a + frame], lag_min, lag_max, 0.1) for a in starts[loud]]
+    voiced = [f for f, aperiodicity in pitches if aperiodicity < max_aperiodicity]
+    return float(np.median(voiced)) if voiced else float("nan")
 
 
 def _first_dip(normalised: np.ndarray, lag_min: int, lag_max: int, threshold: float) -> int:

@@ -136,3 +136,31 @@ def test_loudness_trends_of_suite_items():
         trend = gm.loudness_trend(item.audio[0], band_hz=(carrier * 0.9, carrier * 1.1))
         assert np.sign(trend.change_db) == np.sign(item.meta["change_db"])
         assert trend.change_db == pytest.approx(item.meta["change_db"], abs=2.0)
+
+
+def test_voice_f0_of_a_gliding_harmonic_voice():
+    """A buzz gliding 100 -> 140 Hz (median 120) with silent gaps: the median over voiced frames."""
+    t = np.arange(32_000) / 16_000
+    f0 = 100.0 + 20.0 * t  # Hz, linear glide over 2 s
+    phase = 2 * np.pi * np.cumsum(f0) / 16_000
+    buzz = sum(np.sin(k * phase) / k for k in range(1, 8))
+    buzz[(t > 0.6) & (t < 0.8)] = 0.0  # a pause: not voiced, not counted
+    assert gm.voice_f0_hz(buzz) == pytest.approx(np.median(f0[buzz != 0]), rel=0.02)
+    assert np.isnan(gm.voice_f0_hz(np.zeros(16_000)))
+    assert np.isnan(gm.voice_f0_hz(_rng().standard_normal(16_000)))  # noise has no pitch
+
+
+@pytest.mark.integration
+def test_voice_f0_of_the_speech_families_voices():
+    from mgrd.data.synth import speech
+
+    if not speech.speech_available():
+        pytest.skip(speech.UNAVAILABLE_MESSAGE)
+    measured = {}
+    for voice, pitch, nominal in speech.LOW_VOICES + speech.HIGH_VOICES:
+        f0 = gm.voice_f0_hz(speech.synthesize(speech.SENTENCES[1], voice, pitch, 175))
+        assert f0 == pytest.approx(nominal, rel=0.12), (voice, pitch)
+        measured[(voice, pitch)] = f0
+    low = [measured[v, p] for v, p, _ in speech.LOW_VOICES]
+    high = [measured[v, p] for v, p, _ in speech.HIGH_VOICES]
+    assert max(low) < speech.PITCH_SPLIT_HZ < min(high)
