@@ -1,8 +1,9 @@
 """Waveform building blocks for the synthetic acoustic suite.
 
-Tones of four timbres, envelopes and gain ramps, beeps and chords, sequences on a silent canvas, background
-noise (white, pink and babble-like), mixing at a signal-to-noise ratio, speed change by resampling, and peak
-normalisation. Everything is vectorised numpy at 16 kHz and returns float32; randomness only ever comes from
+Tones of four timbres (and square/sawtooth spectra with random harmonic phases), envelopes and gain ramps,
+beeps and chords, sequences on a silent canvas, background noise (white, pink and babble-like), mixing at a
+signal-to-noise ratio and the SNR of a clip's least audible sound, speed change by resampling, the crest
+factor and a swell that raises it to a drawn value, and peak normalisation. Everything is vectorised numpy at 16 kHz and returns float32; randomness only ever comes from
 a `numpy.random.Generator` passed in, so a seeded caller gets identical samples every time.
 
 This module knows nothing about questions, answers or files; the families in `acoustic.py` and
