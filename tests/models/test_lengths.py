@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from mgrd.audio import audio_token_count, mel_frame_count, min_samples_for_a_token, pad_mels
 from mgrd.models import AudioPlaceholderError, build_model
 from mgrd.models.config import AudioEncoderConfig
-from mgrd.models.encoder import valid_conv_frames
 from mgrd.models.presets import tiny
 from mgrd.tokenizer import SpecialTokenIds
 
@@ -111,18 +110,24 @@ def test_rules_differ_only_at_residues_3_and_4_mod_8():
 # ---------------------------------------------------------------------------------------- pooled-length zeroing
 
 
+# conv2 frames a lone clip attends to: the HF reference tells the encoder L - 2 frames (conv2 keeps
+# (L - 2 + 1) // 2 of them as valid), the official server tells it L (every frame conv2 makes)
+REFERENCE_KEYS = {"hf": lambda n: (n - 2 + 1) // 2, "vllm": lambda n: (n + 1) // 2}
+
+
 @torch.no_grad()
-def reference_encode(encoder, mel: torch.Tensor) -> torch.Tensor:
+def reference_encode(encoder, mel: torch.Tensor, rule: str = "hf") -> torch.Tensor:
     """One clip alone, the reference way: no zeroing at all, keys masked by the reference rule.
 
     Args:
         mel: `[n_mels, L]`.
+        rule: "hf" or "vllm", which reference's key mask.
     Returns:
         `[(L + 1) // 2 // 2, D]` pooled features, every frame the convolutions and pool produce.
     """
     x = F.gelu(encoder.conv1(mel[None]))
     x = F.gelu(encoder.conv2(x)).transpose(1, 2)
-    keys = torch.arange(x.shape[1]) < valid_conv_frames(torch.tensor(mel.shape[-1]))
+    keys = torch.arange(x.shape[1]) < REFERENCE_KEYS[rule](mel.shape[-1])
     x = x + encoder.positional_embedding.weight[: x.shape[1]]
     for block in encoder.blocks:
         x = block(x, keys[None])
@@ -134,13 +139,15 @@ def reference_encode(encoder, mel: torch.Tensor) -> torch.Tensor:
 RESIDUE_LENGTHS = [*range(48, 64), *range(2984, 3000)]
 
 
+@pytest.mark.parametrize("rule", ["hf", "vllm"])
 @torch.no_grad()
-def test_lone_clip_keeps_every_pooled_frame():
-    """Kills `(L + 1) // 2 // 2` -> `L // 2 // 2` in encoder.py (drops a real frame when L = 3 mod 4)."""
-    model = small_model(n_layer=1)
+def test_lone_clip_keeps_every_pooled_frame(rule):
+    """Kills `(L + 1) // 2 // 2` -> `L // 2 // 2` in encoder.py (drops a real frame when L = 3 mod 4); under
+    each token rule the encoder attends to the keys that rule's reference attends to."""
+    model = small_model(n_layer=1, token_rule=rule)
     for n, mel in zip(RESIDUE_LENGTHS, random_mels(RESIDUE_LENGTHS)):
         alone, _ = model.encoder(*pad_mels([mel]))
-        want = reference_encode(model.encoder, mel)
+        want = reference_encode(model.encoder, mel, rule)
         assert alone.shape[1] == want.shape[0] == (n + 1) // 2 // 2, n
         torch.testing.assert_close(alone[0], want, atol=1e-5, rtol=1e-5, msg=f"L={n}")
 
