@@ -6,8 +6,8 @@ server, say) implements the same `Rollout` protocol. `mgrd.generate.generate` is
 
 from mgrd.rollout.batch import FinishReason, RolloutBatch
 from mgrd.rollout.engine import (
-    Rollout, TorchRollout, decode_steps, fit_context, resolve_stop_ids, rollout, stream_tokens,
+    Rollout, TorchRollout, decode_steps, fit_context, resolve_stop_ids, response_logprobs, rollout, stream_tokens,
 )
 
 __all__ = ["FinishReason", "Rollout", "RolloutBatch", "TorchRollout", "decode_steps", "fit_context",
-           "resolve_stop_ids", "rollout", "stream_tokens"]
+           "resolve_stop_ids", "response_logprobs", "rollout", "stream_tokens"]

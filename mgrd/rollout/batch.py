@@ -33,6 +33,9 @@ class RolloutBatch:
         group_ids: `[R]` long, the prompt index of each row.
         finish_reasons: R × "stop" (a stop id was generated) or "length" (the token budget ran out).
         texts: R decoded responses (special tokens skipped); "" when no tokenizer was given.
+        mels: `[N_R, n_mels, L]` the prompts' audio chunks repeated for each row, in reading order of the R
+            rows (what `model(input_ids, attention_mask, mels, mel_lens)` needs); None without audio.
+        mel_lens: `[N_R]` frames per chunk; None without audio.
     """
 
     prompt_ids: torch.Tensor
@@ -44,6 +47,8 @@ class RolloutBatch:
     group_ids: torch.Tensor
     finish_reasons: list[FinishReason]
     texts: list[str]
+    mels: torch.Tensor | None = None
+    mel_lens: torch.Tensor | None = None
 
     @property
     def num_rows(self) -> int:
@@ -72,6 +77,11 @@ class RolloutBatch:
     def attention_mask(self) -> torch.Tensor:
         """`[R, P + T]` 1 on real tokens of `input_ids`."""
         return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """`[R, P + T]` rotary positions of `input_ids`: 0 at each row's first real token, as generation used."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
     def row_tokens(self, r: int) -> list[int]:
         """Row `r`'s generated ids, without padding."""

@@ -85,7 +85,30 @@ def rollout(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     batch, kwargs = _setup(model, prompts, cfg, use_cache)
     steps = list(decode_steps(model, batch, cfg, num_samples=num_samples, **kwargs))
-    return _assemble(batch, steps, num_samples, kwargs["stop_ids"], kwargs["pad_id"], tokenizer)
+    out = _assemble(batch, steps, num_samples, kwargs["stop_ids"], kwargs["pad_id"], tokenizer)
+    out.mels, out.mel_lens = _repeat_chunks(batch, kwargs["chunks_per_prompt"], num_samples)
+    return out
+
+
+@torch.no_grad()
+def response_logprobs(model, batch: RolloutBatch) -> torch.Tensor:
+    """Teacher-forced log-probs of each row's response under `model`: one forward over prompt + response.
+
+    The trainer's view of `batch.policy_logprobs` (equal to it, to float32 rounding, for the model that
+    sampled), and how a reference or updated policy scores the same tokens. Runs without grad.
+
+    Args:
+        model: an `AudioReasoner` (plain, FSDP2-wrapped or compiled), called as `model(...)` only.
+        batch: a `RolloutBatch` from `rollout()` (it carries the prompts' audio per row).
+    Returns:
+        `[R, T]` float32 `log_softmax` at each response token, 0 on padding.
+    """
+    steps = batch.response_ids.shape[1]
+    out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens,
+                position_ids=batch.position_ids, logits_to_keep=steps + 1)
+    logits = out.logits[:, :-1].float()  # position P - 1 + t predicts response token t
+    picked = logits.log_softmax(-1).gather(-1, batch.response_ids[..., None]).squeeze(-1)
+    return picked.masked_fill(batch.response_mask == 0, 0.0)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from mgrd.data.collate import collate_prompts
 from mgrd.generate import Prompt, SamplingConfig, generate, process_logits
 from mgrd.models import build_model
 from mgrd.models.presets import tiny
-from mgrd.rollout import RolloutBatch, TorchRollout, fit_context, resolve_stop_ids, rollout
+from mgrd.rollout import RolloutBatch, TorchRollout, fit_context, resolve_stop_ids, response_logprobs, rollout
 
 # Sampling that exercises every filter: the penalty, temperature, top-k and top-p all change the distribution.
 FILTERED = SamplingConfig(max_new_tokens=10, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.3, seed=3)
@@ -82,6 +83,16 @@ def test_logprobs_equal_teacher_forced_processed_distribution(model, prompts, id
         differ = max(differ, (batch.logprobs[r, :n] - batch.policy_logprobs[r, :n]).abs().max().item())
         assert not batch.logprobs[r, n:].any() and not batch.policy_logprobs[r, n:].any()  # 0 on padding
     assert differ > 0.1  # the filters really changed the distribution, so the two checks are different checks
+
+
+def test_batched_teacher_forcing_gives_the_policy_logprobs(model, prompts):
+    """One padded forward over the whole batch (prompt left-padded, response right-padded, audio per row)."""
+    free = rollout(model, prompts, FILTERED, num_samples=2)
+    cfg = dataclasses.replace(FILTERED, stop_ids=(free.row_tokens(2)[1],))  # some rows now end early
+    batch = rollout(model, prompts, cfg, num_samples=2)
+    assert batch.mels.shape[0] == 2 * sum(len(p.mels) for p in prompts)  # each row carries its prompt's chunks
+    assert batch.response_lengths[2] == 2 and batch.response_lengths.max() == 10  # right padding in the batch
+    torch.testing.assert_close(response_logprobs(model, batch), batch.policy_logprobs, atol=1e-5, rtol=0)
 
 
 def test_greedy_logprobs_are_the_penalised_distribution(model, prompts, ids):
