@@ -400,9 +400,13 @@ def test_fsdp2_sharded_model_generates_the_pinned_tokens(pinned_prompts, tmp_pat
 @pytest.mark.integration
 def test_compiled_model_generates_the_pinned_tokens(pinned_prompts, tok, ids):
     """`torch.compile` with dynamic shapes; COMPILE_BACKEND says which backend and why."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     compiled = torch.compile(build_model(tiny(len(tok), ids), seed=2).eval(), backend=COMPILE_BACKEND, dynamic=True)
     out = generate(compiled, pinned_prompts, SamplingConfig(max_new_tokens=16, temperature=0), num_samples=2)
     assert [[c.token_ids for c in samples] for samples in out] == [[t, t] for t in PINNED_TOKENS[1.0]]
+    assert counters["stats"]["unique_graphs"] > 0  # dynamo really traced graphs (it did not fall back to eager)
 
 
 # --------------------------------------------------------------------------------------------- incremental text
