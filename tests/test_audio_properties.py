@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,3 +63,35 @@ def test_chunk_shorter_than_a_sample_is_a_clear_error():
     with pytest.raises(ValueError) as err:
         audio.split_chunks(np.zeros(100, dtype=np.float32), 1e-5)
     assert "chunk_seconds" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- mutmut survivors
+# Found by a mutmut 3.8.1 run over audio.py with test_audio.py + this file (see tests/README.md).
+
+
+def test_only_a_mono_waveform_is_accepted():
+    with pytest.raises(audio.AudioError, match="1-D"):
+        audio.log_mel(np.zeros((2, 16000), dtype=np.float32))
+    with pytest.raises(audio.AudioError, match="mono"):
+        audio.features_for_clip(np.zeros((2, 16000), dtype=np.float32))
+
+
+def test_chunk_seconds_bounds_are_inclusive_of_the_29_98_s_limit_only():
+    wave = np.zeros(SR, dtype=np.float32)
+    assert len(audio.split_chunks(wave, audio.MAX_CHUNK_SECONDS)) == 1
+    for bad in (0.0, -1.0, audio.MAX_CHUNK_SECONDS + 0.01):
+        with pytest.raises(ValueError, match="chunk_seconds must be in"):
+            audio.split_chunks(wave, bad)
+
+
+def test_features_for_clip_honours_its_arguments_and_drops_only_a_short_tail():
+    wave = np.full(50 * SR + 100, 0.01, dtype=np.float32)  # two 25 s chunks and a 6 ms tail
+    assert [f.shape for f in audio.features_for_clip(wave, n_mels=80)] == [(80, 2502), (80, 2502)]
+    assert len(audio.features_for_clip(wave[: 25 * SR], chunk_seconds=10)) == 3
+    vllm = lambda frames: audio.audio_token_count(frames, rule="vllm")  # noqa: E731
+    assert len(audio.features_for_clip(wave[:1], token_count=vllm)) == 1  # one sample is a vLLM token
+
+
+def test_pad_mels_lengths_are_int64():
+    _, lens = audio.pad_mels([torch.zeros(4, 3), torch.zeros(4, 5)])
+    assert lens.dtype == torch.int64 and lens.tolist() == [3, 5]
