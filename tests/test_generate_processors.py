@@ -41,7 +41,8 @@ def test_top_k_one_keeps_only_the_argmax():
     logits = torch.tensor([[0.1, 2.0, -1.0, 1.9]])
     assert finite(apply_top_k(logits, 1)[0]) == [False, True, False, False]
     cfg = SamplingConfig(top_k=1)
-    assert finite(process_logits(logits, torch.zeros_like(logits, dtype=torch.bool), cfg)[0]) == [False, True, False, False]
+    nothing_seen = torch.zeros_like(logits, dtype=torch.bool)
+    assert finite(process_logits(logits, nothing_seen, cfg)[0]) == [False, True, False, False]
 
 
 @PROPERTY

@@ -54,7 +54,8 @@ def test_the_last_answer_is_wins_for_numbers_and_exact():
     assert grade_exact("The answer is no. Listening again, the answer is yes.", "no") == 0.0
 
 
-@pytest.mark.parametrize("lead", ["B.", "B)", "(B)", "B:", "Option B.", "option (B)", "The answer is B)", "Answer: (B)"])
+@pytest.mark.parametrize("lead", ["B.", "B)", "(B)", "B:", "Option B.", "option (B)", "The answer is B)",
+                                  "Answer: (B)"])
 def test_letter_followed_by_another_choices_text_is_not_that_letter(lead):
     """'B) the first' contradicts itself: neither B nor A (a grader must never pick for the model)."""
     assert resolve_choice(f"{lead} the first", TWO) is None
