@@ -3,8 +3,9 @@
 Tones of four timbres (and square/sawtooth spectra with random harmonic phases), envelopes and gain ramps,
 beeps and chords, sequences on a silent canvas, background noise (white, pink and babble-like), mixing at a
 signal-to-noise ratio and the SNR of a clip's least audible sound, speed change by resampling, the crest
-factor and a swell that raises it to a drawn value, and peak normalisation. Everything is vectorised numpy at 16 kHz and returns float32; randomness only ever comes from
-a `numpy.random.Generator` passed in, so a seeded caller gets identical samples every time.
+factor and a swell that raises it to a drawn value, and peak normalisation. Everything is vectorised numpy at
+16 kHz and returns float32; randomness only ever comes from a `numpy.random.Generator` passed in, so a seeded
+caller gets identical samples every time.
 
 This module knows nothing about questions, answers or files; the families in `acoustic.py` and
 `compositional.py` compose these blocks, and the writer puts the result on disk.
@@ -310,8 +311,10 @@ def raise_crest(x: np.ndarray, target_db: float, rng: np.random.Generator, width
     """`x` with one smooth swell (a short rise and fall in level) that brings its crest factor to `target_db`.
 
     The swell is centred on a random sample where `x` is within 6 dB of its peak and lasts `width_s` (30-80
-    ms by default; shorter ones reach higher crest factors), so it changes the level, not the spectrum: a waveform's crest factor then tells nothing about its shape. The
-    height is found by bisection. A clip already at or above the target, or silent, is returned unchanged.
+    ms by default; shorter ones reach higher crest factors), so it changes the level, not the spectrum: a
+    waveform's crest factor then tells nothing about its shape. The height is found by bisection, each step
+    costing only the swell's own samples. A clip already at or above the target, or silent, is returned
+    unchanged.
 
     Args:
         x: `[S]` waveform.
@@ -326,15 +329,26 @@ def raise_crest(x: np.ndarray, target_db: float, rng: np.random.Generator, width
     centre, width = int(rng.choice(loud)), n_samples(rng.uniform(*width_s))
     if crest_db(x) >= target_db or rms(x) == 0:  # silence has no crest factor to raise
         return x.astype(np.float32)
+    bump = swell(x.size, centre, width, 1.0) - 1.0  # the swell's shape: 0 outside it, 1 at its top
+    inside = bump > 0
+    part, shape = np.abs(x[inside]).astype(np.float64), bump[inside]
+    rest_peak = float(np.max(np.abs(x[~inside]))) if (~inside).any() else 0.0
+    energy = float(np.sum(np.square(x, dtype=np.float64)))
+    cross, square = float(np.sum(part**2 * shape)), float(np.sum(part**2 * shape**2))
+
+    def crest(gain: float) -> float:  # crest factor of x * swell(gain) in dB, from the swell's samples only
+        peak = max(rest_peak, float(np.max(part * (1.0 + gain * shape))))
+        return 20.0 * np.log10(peak / np.sqrt((energy + 2 * gain * cross + gain**2 * square) / x.size))
+
     lo, hi = 0.0, 1.0
-    while crest_db(x * swell(x.size, centre, width, hi)) < target_db:
+    while crest(hi) < target_db:
         if hi > 100.0:
             raise ValueError(f"a {width} sample swell cannot raise a {x.size} sample clip to {target_db:.1f} dB crest")
         lo, hi = hi, 2.0 * hi
     while hi - lo > 1e-4 * hi:
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if crest_db(x * swell(x.size, centre, width, mid)) < target_db else (lo, mid)
-    return (x * swell(x.size, centre, width, hi)).astype(np.float32)
+        lo, hi = (mid, hi) if crest(mid) < target_db else (lo, mid)
+    return (x * (1.0 + hi * bump)).astype(np.float32)
 
 
 def peak_normalize(x: np.ndarray, peak: float = 0.9) -> np.ndarray:

@@ -12,11 +12,11 @@ fundamental frequency, the speaking rate) and `text_substitute` argues from word
 landing on a guess drawn independently of the truth (right only by chance). The F0 values in `meta` are the
 nominal F0 of each voice preset, measured once for espeak-ng 1.51 (median over sentences, autocorrelation
 pitch); durations are the trimmed speech lengths. voice_pitch and speech_rate clips get a drawn crest factor
-and a random peak (`present`), so neither the file's level nor its length tells the answer. The `ood` split uses held-out voices and sentences (and
-longer arithmetic). espeak-ng output is deterministic for the same arguments, so items are a pure function
-of the random generator. Choice lists have a fixed order and answers are drawn uniformly, so neither
-wording nor position tells the answer; the text-substitute pick is kept in `meta["substitute_answer"]`.
-This module only synthesises and describes; it measures nothing.
+and a random peak (`present`), so neither the file's level nor its length tells the answer. The `ood` split
+uses held-out voices and sentences (and longer arithmetic). espeak-ng output is deterministic for the same
+arguments, so items are a pure function of the random generator. Choice lists have a fixed order and answers
+are drawn uniformly, so neither wording nor position tells the answer; the text-substitute pick is kept in
+`meta["substitute_answer"]`. This module only synthesises and describes; it measures nothing.
 """
 
 from __future__ import annotations
