@@ -304,7 +304,9 @@ def budget_durations(levels_db, weights, energy_s: float) -> np.ndarray:
 
     Note i lasts in proportion to `weights[i]`, and the lengths are scaled so that the row's energy equals
     `energy_s` seconds at the loudest note's level (fades included). With the clip length drawn on its own,
-    the clip's RMS over its peak (its crest factor) is then the same for one note or six.
+    the clip's RMS over its peak (its crest factor) is then the same for one note or six. The price: notes
+    get shorter as their number grows (beep length predicts beep_count about half the time, chance 1/6).
+    That is a cue heard in the sound, not a property of the file, but a model can still lean on it.
 
     Args:
         levels_db: `[N]` note levels in dB.
