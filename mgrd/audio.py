@@ -211,6 +211,8 @@ def split_chunks(wave: np.ndarray, chunk_seconds: float = CHUNK_SECONDS) -> list
     if chunk_seconds <= 0 or chunk_seconds > MAX_CHUNK_SECONDS:
         raise ValueError(f"chunk_seconds must be in (0, {MAX_CHUNK_SECONDS}], got {chunk_seconds}")
     size = int(round(chunk_seconds * SAMPLE_RATE))
+    if size < 1:
+        raise ValueError(f"chunk_seconds must be at least one sample (1/{SAMPLE_RATE} s), got {chunk_seconds}")
     return [wave[i : i + size] for i in range(0, len(wave), size)]
 
 

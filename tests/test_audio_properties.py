@@ -57,8 +57,6 @@ def test_both_rules_agree_off_the_residues_mod_8(rule):
     assert audio.audio_token_count(1002, rule=rule) == 125  # 10 s either way
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="audio.py (reported to B): a chunk under half a "
-                   "sample passes the range check and fails inside range() with 'arg 3 must not be zero'")
 def test_chunk_shorter_than_a_sample_is_a_clear_error():
     with pytest.raises(ValueError) as err:
         audio.split_chunks(np.zeros(100, dtype=np.float32), 1e-5)
