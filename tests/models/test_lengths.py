@@ -33,14 +33,16 @@ WIDTH = 4
 
 
 @functools.lru_cache(maxsize=None)
-def small_model(n_layer: int = 0, token_rule: str = "hf"):
+def small_model(n_layer: int = 0, token_rule: str = "hf", key_mask_rule: str = "step_audio", kernel_size: int = 3,
+                adapter_stride: int = 2):
     """A tiny AudioReasoner in eval mode: encoder width 4 with `n_layer` blocks, LLM width 8 (built once per args)."""
     cfg = tiny(vocab_size=64, special_ids=IDS)
     cfg.text.update(hidden_size=WIDTH * 2, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=WIDTH)
     cfg.audio = AudioEncoderConfig(
         n_mels=N_MELS, n_audio_state=WIDTH, n_audio_head=2, n_audio_layer=n_layer, llm_dim=WIDTH * 2,
-        adapter_hidden=WIDTH, token_rule=token_rule,
+        adapter_hidden=WIDTH, token_rule=token_rule, key_mask_rule=key_mask_rule, kernel_size=kernel_size,
+        adapter_stride=adapter_stride,
     )
     return build_model(cfg, seed=0).eval()
 
@@ -101,6 +103,21 @@ def test_model_gives_each_chunk_as_many_embeddings_as_the_count(rule):
     assert not wrong, f"{len(wrong)} lengths disagree (L, model, count), first: {wrong[:5]}"
 
 
+@pytest.mark.parametrize("kernel_size, stride, first", [(5, 3, 30), (3, 4, SHORTEST)])
+def test_a_non_default_adapter_geometry_is_counted_from_the_config(kernel_size, stride, first):
+    """Nothing hard-codes kernel 3 / stride 2: the config's count equals the layers and the model's rows.
+
+    (The adapter pads by 1, so a kernel of 5 needs at least 3 encoder frames: clips from 30 mel frames.)
+    """
+    model = small_model(kernel_size=kernel_size, adapter_stride=stride)
+    produced = layer_lengths(model)
+    frames = list(range(first, 400))
+    want = [model.config.audio.token_count(n) for n in frames]
+    assert want == [produced(n - 2) for n in frames]
+    assert want == encoded_lengths(model, frames)
+    assert want != [audio_token_count(n) for n in frames]  # it really is a different geometry
+
+
 def test_rules_differ_only_at_residues_3_and_4_mod_8():
     differ = [n for n in range(SHORTEST, MAX_FRAMES + 1) if audio_token_count(n, rule="vllm") != audio_token_count(n)]
     assert differ and all(n % 8 in (3, 4) for n in differ)
@@ -112,7 +129,9 @@ def test_rules_differ_only_at_residues_3_and_4_mod_8():
 
 # conv2 frames a lone clip attends to: the HF reference tells the encoder L - 2 frames (conv2 keeps
 # (L - 2 + 1) // 2 of them as valid), the official server tells it L (every frame conv2 makes)
-REFERENCE_KEYS = {"hf": lambda n: (n - 2 + 1) // 2, "vllm": lambda n: (n + 1) // 2}
+# (an encoder from Qwen2-Audio was trained attending to one frame more than Step-Audio's HF rule)
+REFERENCE_KEYS = {"hf": lambda n: (n - 2 + 1) // 2, "vllm": lambda n: (n + 1) // 2,
+                  "qwen2_audio": lambda n: min((n - 2 + 1) // 2 + 1, (n + 1) // 2)}
 
 
 @torch.no_grad()
@@ -121,7 +140,7 @@ def reference_encode(encoder, mel: torch.Tensor, rule: str = "hf") -> torch.Tens
 
     Args:
         mel: `[n_mels, L]`.
-        rule: "hf" or "vllm", which reference's key mask.
+        rule: "hf", "vllm" or "qwen2_audio": which reference's key mask.
     Returns:
         `[(L + 1) // 2 // 2, D]` pooled features, every frame the convolutions and pool produce.
     """
@@ -139,12 +158,12 @@ def reference_encode(encoder, mel: torch.Tensor, rule: str = "hf") -> torch.Tens
 RESIDUE_LENGTHS = [*range(48, 64), *range(2984, 3000)]
 
 
-@pytest.mark.parametrize("rule", ["hf", "vllm"])
+@pytest.mark.parametrize("rule", ["hf", "vllm", "qwen2_audio"])
 @torch.no_grad()
 def test_lone_clip_keeps_every_pooled_frame(rule):
     """Kills `(L + 1) // 2 // 2` -> `L // 2 // 2` in encoder.py (drops a real frame when L = 3 mod 4); under
-    each token rule the encoder attends to the keys that rule's reference attends to."""
-    model = small_model(n_layer=1, token_rule=rule)
+    each token and key-mask rule the encoder attends to the keys that rule's reference attends to."""
+    model = small_model(n_layer=1, **({"key_mask_rule": rule} if rule == "qwen2_audio" else {"token_rule": rule}))
     for n, mel in zip(RESIDUE_LENGTHS, random_mels(RESIDUE_LENGTHS)):
         alone, _ = model.encoder(*pad_mels([mel]))
         want = reference_encode(model.encoder, mel, rule)
@@ -164,6 +183,14 @@ def test_batch_rows_equal_lone_clips_and_are_zero_past_them():
     embeds = model.encode_audio(*pad_mels(mels))
     for n, mel, from_batch in zip(RESIDUE_LENGTHS, mels, embeds):
         torch.testing.assert_close(from_batch, model.encode_audio(*pad_mels([mel]))[0], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_the_longest_chunk_fits_the_positions_and_one_frame_more_is_a_clear_error():
+    model = small_model()
+    assert model.encode_audio(*pad_mels(random_mels([MAX_FRAMES])))[0].shape[0] == audio_token_count(MAX_FRAMES)
+    with pytest.raises(ValueError, match="3001 mel frames exceeds the encoder's 1500 positions"):
+        model.encode_audio(*pad_mels(random_mels([MAX_FRAMES + 1])))
 
 
 # ---------------------------------------------------------------------------------------- placeholder runs
