@@ -21,6 +21,7 @@ import pytest
 
 from mgrd.data.synth import FAMILIES
 from mgrd.data.synth.speech import UNAVAILABLE_MESSAGE, speech_available
+from mgrd.data.synth.writer import manifest_item
 from mgrd.tasks.grading import grade
 
 AUDIO_FAMILIES = sorted(name for name, f in FAMILIES.items() if f.kind not in ("text", "conversation"))
@@ -88,7 +89,7 @@ def _rows(name: str, split: str, n: int, seed: int) -> list[dict]:
     for i in range(n):
         # the family name is in the seed, so families do not share their draws (pooled test independence)
         item = family.make(np.random.default_rng([seed, zlib.crc32(name.encode()), i]), split)
-        rows.append(item.to_row(f"{name}-{i:06d}", name, [f"audio/{i}.wav"] * len(item.audio)))
+        rows.append(manifest_item(item, f"{name}-{i:06d}", name, [f"audio/{i}.wav"] * len(item.audio)).to_row("."))
     return rows
 
 

@@ -42,21 +42,6 @@ class SynthItem:
     default_style: str = "grounded"
     messages: list[dict] | None = None  # conversation items only
 
-    def to_row(self, item_id: str, task: str, audio_paths: list[str]) -> dict:
-        """The manifest row for this item; `audio_paths` are relative to the manifest file."""
-        row = {"id": item_id, "task": task, "audio": list(audio_paths)}
-        if self.messages is None:
-            row["question"] = self.question
-        row["choices"] = self.choices
-        row["answer"] = self.answer
-        row["reasoning"] = self.reasonings.get(self.default_style)
-        row["reasoning_style"] = self.default_style if self.reasonings else None
-        row["reasonings"] = dict(self.reasonings)
-        row["meta"] = self.meta
-        if self.messages is not None:
-            row["messages"] = self.messages
-        return row
-
 
 @dataclass(frozen=True)
 class Family:

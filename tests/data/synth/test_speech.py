@@ -10,6 +10,7 @@ import pytest
 from mgrd.data.synth import speech
 from mgrd.data.synth.base import SAMPLE_RATE
 from mgrd.data.synth.speech import FAMILIES, SpeechSynthUnavailable
+from mgrd.data.synth.writer import manifest_item
 from mgrd.tasks.grading import find_numbers, grade
 
 FAMILY = {f.name: f for f in FAMILIES}
@@ -64,7 +65,7 @@ def _items(name: str, n: int, split: str = "test", seed: int = 0):
 
 
 def _row(item, name: str, i: int = 0) -> dict:
-    return item.to_row(f"{name}-{i:06d}", name, [f"audio/{i}.wav"])
+    return manifest_item(item, f"{name}-{i:06d}", name, [f"audio/{i}.wav"]).to_row(".")
 
 
 # ---------------------------------------------------------------- spoken arithmetic

@@ -10,6 +10,7 @@ import pytest
 
 from mgrd.data.manifest import check_manifest, write_manifest
 from mgrd.data.synth.text import FAMILIES
+from mgrd.data.synth.writer import manifest_item
 from mgrd.tasks.grading import find_numbers, grade
 
 FAMILY = {f.name: f for f in FAMILIES}
@@ -23,7 +24,7 @@ def _items(name: str, n: int, split: str = "train", seed: int = 0):
 
 
 def _row(item, name: str, i: int = 0) -> dict:
-    return item.to_row(f"{name}-{i:06d}", name, [])
+    return manifest_item(item, f"{name}-{i:06d}", name, []).to_row(".")
 
 
 def evaluate(expr: str) -> Fraction:
