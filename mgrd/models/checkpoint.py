@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mgrd.atomic import atomic_folder
-from mgrd.models.config import AudioEncoderConfig, ConfigError, ModelConfig
+from mgrd.models.config import AudioEncoderConfig, ConfigError, ModelConfig, read_json_object
 from mgrd.models.reasoner import AudioReasoner
 from mgrd.tokenizer import SpecialTokenIds
 
@@ -354,8 +354,8 @@ def build_from_parts(
         (model, tokenizer or None). Save both with `save_pretrained(model, dir, tokenizer=tokenizer)`.
     """
     encoder_path, llm_path = Path(encoder_path), Path(llm_path)
-    enc_cfg = _read_json(encoder_path / "config.json")
-    llm_cfg = _read_json(llm_path / "config.json")
+    enc_cfg = read_json_object(encoder_path / "config.json")
+    llm_cfg = read_json_object(llm_path / "config.json")
     if llm_cfg.get("model_type") != "qwen2":
         raise ConfigError(f"{llm_path}/config.json: model_type is {llm_cfg.get('model_type')!r}, expected 'qwen2'")
     if enc_cfg.get("model_type") not in ("qwen2_audio", "qwen2_audio_encoder"):
@@ -414,15 +414,3 @@ def _tokenizer_special_ids(tokenizer) -> SpecialTokenIds:
     from mgrd.tokenizer import special_token_ids
 
     return special_token_ids(tokenizer)
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"config not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got a {type(data).__name__}")
-    return data

@@ -35,6 +35,19 @@ class ConfigError(ValueError):
     """A config.json that does not describe a step_audio_2 model."""
 
 
+def read_json_object(path: Path) -> dict:
+    """The JSON object in `path` (a `config.json`); ConfigError when it is missing, not JSON or not an object."""
+    if not path.is_file():
+        raise ConfigError(f"config not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
+
+
 @dataclass
 class AudioEncoderConfig:
     """The audio side: encoder (Whisper-style, 25 Hz out) and adapter (stride 2, 12.5 Hz out)."""
@@ -133,15 +146,7 @@ class ModelConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelConfig":
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a JSON object, got a {type(d).__name__}")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json_object(path), source=str(path))
 
     def to_dict(self) -> dict:
         out = {"architectures": ["StepAudio2ForCausalLM"], "model_type": MODEL_TYPE}
