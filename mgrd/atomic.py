@@ -1,6 +1,7 @@
 """Folders that appear whole or not at all: build beside the target, swap into place, sweep what killed runs left.
 
-Used by checkpoint saving, `mgrd init` and the synthetic-suite writer. A folder is built in a hidden temporary
+Used by checkpoint saving, `mgrd init` and the synthetic-suite writer; `atomic_write` does the same for one file
+(manifests, sample records). A folder is built in a hidden temporary
 folder next to its target (`.NAME.tmp-PID@HOST-xxxx`, same filesystem, so the final rename is atomic) and swapped in
 at the end. On Linux the swap is one `renameat2(RENAME_EXCHANGE)`, so the target path always holds either the
 old folder or the new one, even if the process is killed mid-swap; elsewhere it is two renames in a row.
@@ -154,3 +155,26 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Replace the file `path` with `data` whole or not at all: a temporary file in the same folder, fsync,
+    the usual permissions (0644 under umask 022, not tempfile's 0600), then `os.replace`. Creates the folder.
+
+    A failure or kill before the rename leaves the old file as it was (the temporary file is removed on a
+    failure; a killed run's `.NAME.*.tmp` stays beside it, hidden).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

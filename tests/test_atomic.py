@@ -1,13 +1,14 @@
 """Folders that appear whole or not at all: refusal rules, clean-up on failure, the atomic swap, sweeping, modes."""
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mgrd.atomic import TargetError, atomic_folder, check_target, current_umask, swap_in, sweep_stale, temp_beside
+from mgrd.atomic import TargetError, atomic_folder, atomic_write, check_target, current_umask, swap_in, sweep_stale, temp_beside
 
 
 def _dead_pid() -> int:
@@ -100,3 +101,20 @@ def test_modes_follow_the_umask_not_tempfile(tmp_path):
     assert (tmp_path / "out" / "sub" / "w.bin").stat().st_mode & 0o777 == 0o666 & ~mask
     made = temp_beside(tmp_path / "x")
     assert made.stat().st_mode & 0o777 == 0o777 & ~mask and made.name.startswith(f".x.tmp-{os.getpid()}@")
+
+
+def test_atomic_write_replaces_whole_with_shared_permissions(tmp_path):
+    """The one file writer (manifests, sample records): new folder made, usual 0644 mode, old file kept on failure."""
+    target = tmp_path / "sub" / "rows.jsonl"
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write(target, b"first\n")
+    finally:
+        os.umask(old_umask)
+    assert target.read_bytes() == b"first\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+    with pytest.raises(TypeError):  # the write itself fails (text to a binary file), after the temporary file exists
+        atomic_write(target, "second\n")
+    assert target.read_bytes() == b"first\n"
+    assert [p.name for p in target.parent.iterdir()] == ["rows.jsonl"]  # no temporary file left

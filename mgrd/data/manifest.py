@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mgrd.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -392,14 +393,5 @@ def write_manifest(rows: Iterable[dict | Item], path: str | os.PathLike) -> Path
             raise ManifestError(f"{path}:{number}: {errors[0]}")
         seen.add(row["id"])
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, "".join(lines).encode("utf-8"))
     return path

@@ -23,13 +23,12 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mgrd.atomic import current_umask
+from mgrd.atomic import atomic_write
 from mgrd.chat import OFFICIAL_PART_JOIN, render_chat, split_reasoning
 from mgrd.tasks import Task, get_task
 from mgrd.tasks.grading import as_row
@@ -244,18 +243,7 @@ def write_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> P
         data = b"".join(_line(r) for r in records)
     except ValueError as err:
         raise RecordError(f"{path}: cannot write record: {err}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; records are shared like any output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
     return path
 
 
