@@ -274,22 +274,46 @@ def decode_text(tokenizer, token_ids: list[int]) -> str:
 def text_deltas(token_ids: Iterable[int], decode: Callable[[list[int]], str]) -> Iterator[str]:
     """Turn a stream of token ids into a stream of text pieces, at a constant decoding cost per token.
 
-    Two offsets into the ids so far: `read` (everything before it has been yielded) and `prefix` (where the
-    previous piece began, kept as context). Each step decodes `ids[prefix:read]` and `ids[prefix:]` and yields
+    The pull form of `TextDecoder` (see there for the rule); the pieces concatenate to `decode(all ids)`
+    whenever decoding splits at character boundaries, as byte-level BPE without whitespace clean-up does.
+    """
+    decoder = TextDecoder(decode)
+    for tok in token_ids:
+        piece = decoder.push(tok)
+        if piece:
+            yield piece
+    piece = decoder.flush()
+    if piece:
+        yield piece
+
+
+class TextDecoder:
+    """Token ids in, text pieces out, one id at a time (`push`), for callers that are handed tokens (a server's
+    scheduler) rather than iterating over them; `text_deltas` is the same for an iterable.
+
+    Two offsets into the ids so far: `read` (everything before it has been returned) and `prefix` (where the
+    previous piece began, kept as context). Each push decodes `ids[prefix:read]` and `ids[prefix:]` and returns
     the second's text past the first's, unless it ends in U+FFFD (an incomplete UTF-8 sequence whose later
     bytes may still come); then both offsets move up. Only the ids since the last piece are decoded, so the
-    cost per token does not grow with the text. What is left is flushed at the end, so the pieces
-    concatenate to `decode(all ids)` whenever decoding splits at character boundaries, as byte-level BPE
-    without whitespace clean-up does.
+    cost per token does not grow with the text. `flush()` returns what is left at the end.
     """
-    ids: list[int] = []
-    prefix = read = 0
-    for tok in token_ids:
-        ids.append(tok)
-        done, text = decode(ids[prefix:read]), decode(ids[prefix:])
+
+    def __init__(self, decode: Callable[[list[int]], str]):
+        self.decode = decode
+        self.ids: list[int] = []
+        self._prefix = self._read = 0
+
+    def push(self, token_id: int) -> str:
+        """Add one id; returns the new text ("" while a character is still incomplete)."""
+        self.ids.append(token_id)
+        done, text = self.decode(self.ids[self._prefix : self._read]), self.decode(self.ids[self._prefix :])
         if len(text) > len(done) and not text.endswith("\ufffd"):
-            yield text[len(done) :]
-            prefix, read = read, len(ids)
-    done, text = decode(ids[prefix:read]), decode(ids[prefix:])
-    if len(text) > len(done):
-        yield text[len(done) :]
+            self._prefix, self._read = self._read, len(self.ids)
+            return text[len(done) :]
+        return ""
+
+    def flush(self) -> str:
+        """The text not yet returned (an incomplete character decodes as U+FFFD)."""
+        done, text = self.decode(self.ids[self._prefix : self._read]), self.decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return text[len(done) :] if len(text) > len(done) else ""
