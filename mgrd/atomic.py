@@ -1,8 +1,7 @@
 """Folders that appear whole or not at all: build beside the target, swap into place, sweep what killed runs left.
 
 Used by checkpoint saving, `mgrd init` and the synthetic-suite writer; `atomic_write` does the same for one file
-(manifests, sample records). A folder is built in a hidden temporary
-folder next to its target (`.NAME.tmp-PID@HOST-xxxx`, same filesystem, so the final rename is atomic) and swapped in
+(manifests, sample records). A folder is built in a hidden temporary folder next to its target (`.NAME.tmp-PID@HOST-xxxx`, same filesystem, so the final rename is atomic) and swapped in
 at the end. On Linux the swap is one `renameat2(RENAME_EXCHANGE)`, so the target path always holds either the
 old folder or the new one, even if the process is killed mid-swap; elsewhere it is two renames in a row.
 A run killed by SIGKILL cannot clean up after itself, so the next write to the same target removes the

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mgrd.atomic import TargetError, atomic_folder, atomic_write, check_target, current_umask, swap_in, sweep_stale, temp_beside
+from mgrd.atomic import (
+    TargetError, atomic_folder, atomic_write, check_target, current_umask, swap_in, sweep_stale, temp_beside,
+)
 
 
 def _dead_pid() -> int:
