@@ -145,11 +145,21 @@ def _coerce(value, default, name: str, annotation=None):
         raise ConfigKeyError(f"{name} must be true or false, got {value!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if "float" in kinds and isinstance(value, str):
+        value = _float_or_same(value)  # YAML 1.1 reads `1e-5` (no dot) as a string
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
     if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
         raise ConfigKeyError(f"{name} must be a number, got {value!r}")
     return value
+
+
+def _float_or_same(text: str):
+    """`float(text)` for number spellings YAML 1.1 leaves as strings (`1e-5`, `2E3`); else `text` unchanged."""
+    try:
+        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") else text
+    except ValueError:
+        return text
 
 
 def to_dict(obj) -> dict:
