@@ -1,0 +1,162 @@
+"""Numbers computed from scored sample records: scores per category, grounding, think length, ablation.
+
+- `aggregate`: for a set of verdicts, n, the official score (mean over the items the official scorer counts,
+  times the benchmark's scale) with its denominator, the normalised score likewise, and the counts of
+  excluded items, errors, invalid judge outputs and missing outputs — per category as well.
+- Grounding of the reasoning chains: `mentions_acoustics` (the chain names at least one perceptual feature
+  of sound: pitch, loudness, duration, timbre, rhythm, ...) and `acoustic_token_ratio` (the share of a chain's
+  words that are such terms). The word list is `ACOUSTIC_TERMS`; it is a lexicon, not a claim checker.
+- Think length: quantiles of the reasoning length, and accuracy per length bucket (the inverted-scaling
+  curve: accuracy against how long the model thought).
+- Audio ablation: for each ablation variant, the share of items whose parsed answer changed from the clean
+  run (`sensitivity`); a model that answers the same with silence is not listening.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+ACOUSTIC_TERMS = frozenset("""
+pitch pitches pitched tone tones tonal frequency frequencies hz khz hertz high higher highest low lower lowest
+loud louder loudest loudness quiet quieter quietest soft softer volume db decibel decibels amplitude level levels
+intensity energy duration long longer longest short shorter shortest seconds second ms millisecond milliseconds
+beep beeps click clicks pulse pulses onset onsets silence silent pause pauses gap gaps rhythm rhythmic tempo bpm
+beat beats fast faster slow slower rate timbre bright brighter dark darker warm harmonic harmonics overtone
+overtones noise noisy hiss buzz chord chords major minor note notes melody melodic rising falling ascending
+descending contour glide sweep chirp fade fades fading crescendo decrescendo echo reverb spectrum spectral
+formant vowel voice voices voiced speaker speakers accent intonation prosody stress sound sounds sounded hear
+heard listening audio clip waveform sine square sawtooth
+""".split())
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+# ---------------------------------------------------------------------------------------------- scores
+
+
+def aggregate(verdicts: Sequence[dict], scale: float = 100.0) -> dict:
+    """Scores of a set of scored items.
+
+    Args:
+        verdicts: `Verdict.to_dict()`s, plus `"missing": True` for items that had no output.
+        scale: mean item value -> reported score (100: accuracy in %, 10: a 1-10 judge mean as 0-100).
+    Returns:
+        `{n, official, official_n, normalised, normalised_n, excluded, errors, judge_invalid, missing}`;
+        a score is None when its denominator is 0.
+    """
+    official = [v["official"] for v in verdicts if v.get("official") is not None]
+    normalised = [v["normalised"] for v in verdicts if v.get("normalised") is not None]
+    return {
+        "n": len(verdicts),
+        "official": _mean(official, scale), "official_n": len(official),
+        "normalised": _mean(normalised, scale), "normalised_n": len(normalised),
+        "excluded": sum(1 for v in verdicts if v.get("official") is None and not v.get("error")
+                        and not v.get("missing")),
+        "errors": sum(1 for v in verdicts if v.get("error")),
+        "judge_invalid": sum(1 for v in verdicts if v.get("judge_invalid")),
+        "missing": sum(1 for v in verdicts if v.get("missing")),
+    }
+
+
+def by_category(verdicts: Sequence[dict], categories: Sequence[dict], keys: Sequence[str],
+                scale: float = 100.0) -> dict:
+    """`{key: {value: aggregate}}` over the items of each category value (values sorted by name)."""
+    out = {}
+    for key in keys:
+        groups: dict[str, list[dict]] = {}
+        for verdict, cats in zip(verdicts, categories):
+            groups.setdefault(str(cats.get(key)), []).append(verdict)
+        out[key] = {value: aggregate(group, scale) for value, group in sorted(groups.items())}
+    return out
+
+
+def macro(per_category: dict, field: str = "official") -> float | None:
+    """The mean of the categories' scores (those that have one)."""
+    values = [c[field] for c in per_category.values() if c[field] is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _mean(values: Sequence[float], scale: float) -> float | None:
+    return round(scale * sum(values) / len(values), 4) if values else None
+
+
+# ---------------------------------------------------------------------------------------------- grounding
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text or "")]
+
+
+def mentions_acoustics(reasoning: str) -> bool:
+    """Whether a chain names at least one acoustic feature (a word of `ACOUSTIC_TERMS`)."""
+    return any(w in ACOUSTIC_TERMS for w in words(reasoning))
+
+
+def acoustic_token_ratio(reasoning: str) -> float | None:
+    """The share of a chain's words that are acoustic terms; None for an empty chain."""
+    tokens = words(reasoning)
+    return sum(w in ACOUSTIC_TERMS for w in tokens) / len(tokens) if tokens else None
+
+
+def grounding(reasonings: Sequence[str]) -> dict:
+    """Over the non-empty chains: how many there are, the share that mention acoustics, the mean acoustic ratio."""
+    chains = [r for r in reasonings if r and r.strip()]
+    ratios = [acoustic_token_ratio(r) for r in chains]
+    return {"chains": len(chains), "empty_chains": len(reasonings) - len(chains),
+            "acoustic_mention_rate": round(sum(map(mentions_acoustics, chains)) / len(chains), 4) if chains else None,
+            "acoustic_token_ratio": round(float(np.mean(ratios)), 4) if ratios else None}
+
+
+# ---------------------------------------------------------------------------------------------- think length
+
+
+def think_length_stats(lengths: Sequence[int]) -> dict:
+    """n, mean and the 10/50/90th percentiles of the reasoning lengths."""
+    if not lengths:
+        return {"n": 0}
+    arr = np.asarray(lengths, dtype=float)
+    return {"n": int(arr.size), "mean": round(float(arr.mean()), 2),
+            **{f"p{q}": round(float(np.percentile(arr, q)), 2) for q in (10, 50, 90)}}
+
+
+def length_buckets(lengths: Sequence[int], correct: Sequence[float], n_buckets: int = 5) -> list[dict]:
+    """Accuracy per think-length bucket: equal-count buckets over the sorted lengths (fewer when there are
+    fewer distinct lengths).
+
+    Returns:
+        `[{lo, hi, n, accuracy}]` in increasing length, accuracy in %.
+    """
+    pairs = sorted(zip(lengths, correct))
+    if not pairs:
+        return []
+    n_buckets = max(1, min(n_buckets, len({p[0] for p in pairs})))
+    out = []
+    for chunk in np.array_split(np.arange(len(pairs)), n_buckets):
+        if chunk.size == 0:
+            continue
+        group = [pairs[i] for i in chunk]
+        out.append({"lo": group[0][0], "hi": group[-1][0], "n": len(group),
+                    "accuracy": round(100 * sum(c for _, c in group) / len(group), 2)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- ablation
+
+
+def sensitivity(clean: dict[str, str | None], ablated: dict[str, str | None]) -> dict:
+    """Share of items (answered in both runs) whose parsed answer changed under the ablation."""
+    both = [k for k in clean if k in ablated]
+    changed = sum(1 for k in both if _norm(clean[k]) != _norm(ablated[k]))
+    return {"n": len(both), "changed": changed,
+            "sensitivity": round(changed / len(both), 4) if both else None}
+
+
+def _norm(answer: str | None) -> str:
+    return " ".join((answer or "").lower().split())
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
