@@ -160,7 +160,8 @@ def wrap(
         FSDP2 the same object, its parameters now `DTensor` shards.
 
     DDP uses `find_unused_parameters=True`: a text-only micro-batch leaves the adapter without gradients on one
-    rank while another rank's audio batch gives it some, and DDP must still reduce them (as zeros).
+    rank while another rank's audio batch gives it some, and DDP must still reduce them (as zeros). Gradients are
+    views into DDP's all-reduce buckets (`gradient_as_bucket_view`), so they are not held twice.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown distributed strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
@@ -171,7 +172,8 @@ def wrap(
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True,
+                                       gradient_as_bucket_view=True)
     return _fully_shard(model, dist_info, param_dtype, reshard_after_forward)
 
 
