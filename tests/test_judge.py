@@ -1,23 +1,12 @@
 """The judge client against a real local HTTP server: cache hits, retries on 429/5xx, no retry on 4xx,
 invalid replies counted, replay from the cache."""
 
-import contextlib
-import socket
-import threading
-import time
-
 import pytest
-import uvicorn
+from eval.servers import completion, serve
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mgrd.judge import Judge, JudgeConfig, JudgeError
-
-
-def completion(text: str) -> dict:
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": "judge",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
 class ScriptedJudge:
@@ -38,27 +27,6 @@ class ScriptedJudge:
             return completion(text)
 
         self.app = app
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run an ASGI app with uvicorn in a thread on a free port; yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -342,7 +342,8 @@ def summarize(bench, variants: dict[str, list[SampleRecord]], opts: ScoreOptions
                      for name, group in variants.items()},
         "ablation": _ablation(variants),
         "think": _think(clean),
-        "grounding": metrics.grounding([r.completions[0].reasoning for r in clean if r.completions]),
+        "grounding": metrics.grounding([r.completions[0].reasoning for r in clean  # closed think blocks only
+                                        if r.completions and r.completions[0].answer is not None]),
         "errors": [f"{r.item_id} [{r.extra.get('variant', 'clean')}]: {r.extra['verdict']['error']}"
                    for group in variants.values() for r in group if r.extra["verdict"].get("error")],
         "judge_invalid_items": [r.item_id for r in clean if r.extra["verdict"].get("judge_invalid")],

@@ -104,7 +104,7 @@ def acoustic_token_ratio(reasoning: str) -> float | None:
 def grounding(reasonings: Sequence[str]) -> dict:
     """Over the non-empty chains: how many there are, the share that mention acoustics, the mean acoustic ratio."""
     chains = [r for r in reasonings if r and r.strip()]
-    ratios = [acoustic_token_ratio(r) for r in chains]
+    ratios = [x for x in map(acoustic_token_ratio, chains) if x is not None]
     return {"chains": len(chains), "empty_chains": len(reasonings) - len(chains),
             "acoustic_mention_rate": round(sum(map(mentions_acoustics, chains)) / len(chains), 4) if chains else None,
             "acoustic_token_ratio": round(float(np.mean(ratios)), 4) if ratios else None}
