@@ -14,6 +14,9 @@ with numpy only, and is meant for the clean, steady sounds of the synthetic suit
 - `voice_f0_hz`: the median pitch of a voice over its voiced frames (frame-wise YIN).
 - `loudness_trend`: a straight-line fit of the level in dB over the sounding part: `Trend(slope_db_per_s,
   change_db, duration_s)`.
+- `spectral_peaks_hz`: the strongest peaks of the mean spectrum (the notes of a chord, overtones).
+- `clip_facts`: all of the above as one facts dict under the synthetic suite's `meta` keys, which is what
+  the claim verifier (`mgrd.grounding.claims`) checks a chain against when an item has no `meta`.
 
 The synthetic-suite tests re-derive answers with their own, independently written measurements
 (`tests/data/synth/measure.py`); this module is the package's copy for the filter.
@@ -280,3 +283,79 @@ def loudness_trend(x: np.ndarray, band_hz: tuple[float, float] | None = None, be
         raise ValueError(f"the sound lasts {end - start:.3f} s: too short for a trend")
     slope = float(np.polyfit(times[inside], levels[inside], 1)[0])
     return Trend(slope, slope * float(end - start), float(end - start))
+
+
+def spectral_peaks_hz(x: np.ndarray, count: int = 8, fmin: float = 50.0, fmax: float = 7500.0,
+                      below_peak_db: float = 30.0, frame_s: float = 0.25) -> list[float]:
+    """The strongest local maxima of the mean power spectrum of `x` (the notes of a chord, a tone's
+    overtones), strongest first, each refined by a parabola through its log-power bin and neighbours.
+
+    Only peaks within `below_peak_db` of the strongest count; a peak must beat both neighbouring bins.
+    The 250 ms frame resolves notes 20 Hz apart (a minor third over 110 Hz); accurate to about 1 Hz for
+    steady sine components.
+
+    Returns:
+        Up to `count` frequencies in Hz (empty for silence).
+    """
+    x = _check(x)
+    frame = int(round(frame_s * RATE))
+    if x.size < frame:
+        x = np.pad(x, (0, frame - x.size))
+    spectra, _ = _stft(x, frame, frame // 4)
+    power = 10 * np.log10((np.abs(spectra) ** 2).mean(axis=0) + 1e-20)
+    freqs = np.fft.rfftfreq(frame, 1.0 / RATE)
+    inner = np.arange(1, power.size - 1)
+    is_peak = (power[inner] > power[inner - 1]) & (power[inner] >= power[inner + 1])
+    is_peak &= (freqs[inner] >= fmin) & (freqs[inner] <= fmax) & (power[inner] >= power.max() - below_peak_db)
+    found = inner[is_peak]
+    found = found[np.argsort(power[found])[::-1][:count]]
+    peaks = []
+    for k in found:
+        a, b, c = power[k - 1], power[k], power[k + 1]
+        shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) < 0 else 0.0
+        peaks.append(float((k + shift) * RATE / frame))
+    return peaks
+
+
+def clip_facts(x: np.ndarray) -> dict:
+    """Facts about a clip measured from its audio, under the keys and units the synthetic suite's `meta`
+    uses, so `mgrd.grounding.claims.verify_claims` checks a chain the same way with or without meta.
+
+    Events and the loudness trend are measured in the band of the clip's strongest spectral peaks (0.8x the
+    lowest to 1.25x the highest of the three strongest), which keeps broadband noise out of them.
+
+    Keys: `clip_s`; `peaks_hz` (spectral peaks, strongest first); with sound events: `count`, `onsets_s`,
+    `durations_s`, `levels_db` (each event's level relative to the first event's), `onset_s` and
+    `duration_s` (first onset to last offset), `centres_s` (each event's midpoint), `f0_hz` (each event's
+    `dominant_hz`: the fundamental of the suite's tones, whose first harmonic is their strongest),
+    `event_rate_hz` (events per second, from three events); when the sound lasts long enough for a
+    trend: `change_db`, `start_db` / `end_db` (relative to the loudest point) and `sounding_duration_s`.
+    Within `events`' scope: tones, beeps, chords, not speech or overlapping sounds.
+
+    Args:
+        x: `[S]` waveform at 16 kHz.
+    Returns:
+        {key: value} with plain floats and lists.
+    """
+    x = _check(x)
+    peaks = spectral_peaks_hz(x)
+    facts: dict = {"clip_s": x.size / RATE, "peaks_hz": peaks}
+    band = (0.8 * min(peaks[:3]), min(1.25 * max(peaks[:3]), RATE / 2)) if peaks else None
+    found = events(x, band) if np.any(x) else []
+    if found:
+        facts.update(count=len(found), onsets_s=[e.onset_s for e in found],
+                     durations_s=[e.duration_s for e in found],
+                     levels_db=[e.level_db - found[0].level_db for e in found],
+                     onset_s=found[0].onset_s, duration_s=found[-1].offset_s - found[0].onset_s,
+                     centres_s=[(e.onset_s + e.offset_s) / 2 for e in found])
+        facts["f0_hz"] = [dominant_hz(cut(x, e.onset_s, e.offset_s)) for e in found]
+        if len(found) >= 3:
+            facts["event_rate_hz"] = (len(found) - 1) / (found[-1].onset_s - found[0].onset_s)
+    try:
+        trend = loudness_trend(x, band)
+    except ValueError:  # too short a sound for a trend
+        return facts
+    change = trend.change_db
+    facts.update(change_db=change, start_db=min(0.0, -change), end_db=min(0.0, change),
+                 sounding_duration_s=trend.duration_s)
+    return facts
