@@ -380,6 +380,54 @@ def plan_from_setup(setup, optim, *, seq_len: int, n_gpus: int = 1, **extra) -> 
         freeze_encoder=setup.freeze_encoder, train_adapter=setup.train_adapter, train_llm=setup.train_llm, **extra)
 
 
+def format_plan(config: ModelConfig, cfg, n_gpus: int | None = None, seq_len: int | None = None) -> str:
+    """The memory section of `mgrd sft --dry-run` / `mgrd rl --dry-run`: the run's plan, then ddp vs fsdp2 and
+    full vs LoRA side by side.
+
+    Args:
+        config: the model's config (a preset's or a checkpoint's).
+        cfg: the stage config, read by attribute: `cfg.model` (ModelSetup) and `cfg.optim` (OptimConfig); an RL
+            config (`cfg.algo`, `cfg.sampling`) also plans its rollout KV cache, a PPO value model and, with a KL
+            coefficient, a reference policy.
+        n_gpus: processes to plan for; None = WORLD_SIZE when launched by torchrun, else 8 for ddp / fsdp2
+            (the dry run itself is one process) and 1 for "none".
+        seq_len: tokens per sequence; None = `cfg.data.max_length` when set, else for RL the prompt budget
+            (`cfg.data.max_prompt_tokens`, else 512) plus `sampling.max_new_tokens`, else the model's context.
+    """
+    import os
+
+    setup, strategy = cfg.model, cfg.model.distributed
+    if n_gpus is None:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        n_gpus = 1 if strategy == "none" else (world if world > 1 else 8)
+    algo, sampling, data = getattr(cfg, "algo", None), getattr(cfg, "sampling", None), getattr(cfg, "data", None)
+    if seq_len is None:
+        max_length = getattr(data, "max_length", 0) or 0
+        if max_length:
+            seq_len = max_length
+        elif sampling is not None:
+            seq_len = (getattr(data, "max_prompt_tokens", 0) or 512) + sampling.max_new_tokens
+        else:
+            seq_len = int(config.text.get("max_position_embeddings", 4096))
+    extra = {}
+    if algo is not None:
+        rows = algo.prompts_per_step * algo.samples_per_prompt
+        extra = dict(value_model=algo.name == "ppo", reference_model=getattr(algo, "kl_coef", 0) > 0,
+                     rollout_tokens=-(-rows // n_gpus) * seq_len)
+    common = dict(weight_dtype=setup.dtype, autocast_bf16=setup.autocast_bf16, seq_len=seq_len,
+                  micro_batch=cfg.optim.micro_batch_size, activation_checkpointing=setup.activation_checkpointing,
+                  lora_targets=tuple(setup.lora.target_modules), freeze_encoder=setup.freeze_encoder,
+                  train_adapter=setup.train_adapter, train_llm=setup.train_llm, **extra)
+    plan = memory_plan(config, n_gpus=n_gpus, strategy=strategy, lora_rank=setup.lora.rank, **common)
+    text = plan.format()
+    if n_gpus > 1:
+        r = setup.lora.rank or 16
+        grid = [(st, lr) for st in ("ddp", "fsdp2") for lr in (0, r)]
+        text += "\n" + format_plans([memory_plan(config, n_gpus=n_gpus, strategy=st, lora_rank=lr, **common)
+                                     for st, lr in grid])
+    return text
+
+
 def format_plans(plans: list[MemoryPlan], labels: list[str] | None = None) -> str:
     """Several plans side by side (per-GPU GB), e.g. ddp vs fsdp2, full vs LoRA, one column each."""
     labels = labels or [f"{p.strategy}/{'lora' + str(p.lora_rank) if p.lora_rank else 'full'}/{p.n_gpus}"

@@ -160,3 +160,23 @@ def test_cli_prints_the_plan_and_the_grid(capsys):
     assert "memory plan: tiny" in out and "fsdp2/lora4/2" in out and "ddp/full/2" in out
     assert M.main(["nope"]) == 2
     assert "error: 'nope' is neither a preset" in capsys.readouterr().err
+
+
+def test_format_plan_for_the_stage_configs(monkeypatch):
+    """`format_plan(config, cfg)` (what `--dry-run` prints): SFT plans 8 GPUs for fsdp2 outside torchrun; an RL
+    config adds its KV cache, PPO's value model and (with KL) the reference policy."""
+    from types import SimpleNamespace as NS
+
+    from mgrd.models import preset_config
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    setup = NS(dtype="bfloat16", autocast_bf16=False, activation_checkpointing=True, freeze_encoder=True,
+               train_adapter=True, train_llm=True, lora=NS(rank=0, target_modules=M.LORA_TARGETS), distributed="fsdp2")
+    sft = NS(model=setup, optim=NS(micro_batch_size=1), data=NS(max_length=8192))
+    text = M.format_plan(preset_config("step-audio-r1"), sft)
+    assert "8 GPU(s), fsdp2" in text and "micro-batch 1 x 8192 tokens" in text and "fsdp2/lora16/8" in text
+    rl = NS(model=setup, optim=NS(micro_batch_size=2), data=NS(), sampling=NS(max_new_tokens=1024),
+            algo=NS(name="ppo", kl_coef=0.0, prompts_per_step=16, samples_per_prompt=8))
+    text = M.format_plan(preset_config("step-audio-r1"), rl)
+    assert "value model" in text and "rollout KV cache" in text and "reference policy" not in text
+    assert "x 1536 tokens" in text  # 512 prompt tokens + 1024 new
