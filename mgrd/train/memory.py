@@ -257,6 +257,7 @@ def memory_plan(
     reference_model: bool = False,
     value_model: bool = False,
     rollout_tokens: int = 0,
+    name: str | None = None,
 ) -> MemoryPlan:
     """The per-GPU memory of one training setup, from parameter shapes on the meta device (no allocation).
 
@@ -277,6 +278,7 @@ def memory_plan(
         reference_model: add a frozen reference policy (GRPO's KL).
         value_model: add a PPO value model (the LLM body trained beside the policy).
         rollout_tokens: sequences x tokens the rollout holds in its KV cache per GPU (0: no row).
+        name: what the table calls the model (default: the preset name or folder).
     Returns:
         MemoryPlan (`.rows` in bytes per GPU, `.format()` a table).
     """
@@ -289,7 +291,8 @@ def memory_plan(
         raise ValueError("n_gpus, seq_len and micro_batch must be >= 1; lora_rank and rollout_tokens >= 0")
     if strategy == "none" and n_gpus != 1:
         raise ValueError(f"strategy 'none' runs on one GPU, got n_gpus={n_gpus} (use ddp or fsdp2)")
-    name, config = resolve_config(model)
+    shown, config = resolve_config(model)
+    name = name or shown
     base, dims = model_params(config)
     lora = lora_params(base, lora_rank, lora_targets)
     params = base + lora
@@ -418,12 +421,13 @@ def format_plan(config: ModelConfig, cfg, n_gpus: int | None = None, seq_len: in
                   micro_batch=cfg.optim.micro_batch_size, activation_checkpointing=setup.activation_checkpointing,
                   lora_targets=tuple(setup.lora.target_modules), freeze_encoder=setup.freeze_encoder,
                   train_adapter=setup.train_adapter, train_llm=setup.train_llm, **extra)
-    plan = memory_plan(config, n_gpus=n_gpus, strategy=strategy, lora_rank=setup.lora.rank, **common)
+    name = str(setup.path or setup.preset) if hasattr(setup, "preset") else None
+    plan = memory_plan(config, n_gpus=n_gpus, strategy=strategy, lora_rank=setup.lora.rank, name=name, **common)
     text = plan.format()
     if n_gpus > 1:
         r = setup.lora.rank or 16
         grid = [(st, lr) for st in ("ddp", "fsdp2") for lr in (0, r)]
-        text += "\n" + format_plans([memory_plan(config, n_gpus=n_gpus, strategy=st, lora_rank=lr, **common)
+        text += "\n\n" + format_plans([memory_plan(config, n_gpus=n_gpus, strategy=st, lora_rank=lr, **common)
                                      for st, lr in grid])
     return text
 

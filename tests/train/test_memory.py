@@ -171,9 +171,11 @@ def test_format_plan_for_the_stage_configs(monkeypatch):
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     setup = NS(dtype="bfloat16", autocast_bf16=False, activation_checkpointing=True, freeze_encoder=True,
-               train_adapter=True, train_llm=True, lora=NS(rank=0, target_modules=M.LORA_TARGETS), distributed="fsdp2")
+               train_adapter=True, train_llm=True, lora=NS(rank=0, target_modules=M.LORA_TARGETS), distributed="fsdp2",
+               path=None, preset="step-audio-r1")
     sft = NS(model=setup, optim=NS(micro_batch_size=1), data=NS(max_length=8192))
     text = M.format_plan(preset_config("step-audio-r1"), sft)
+    assert text.startswith("memory plan: step-audio-r1: 33.487 B parameters")
     assert "8 GPU(s), fsdp2" in text and "micro-batch 1 x 8192 tokens" in text and "fsdp2/lora16/8" in text
     rl = NS(model=setup, optim=NS(micro_batch_size=2), data=NS(), sampling=NS(max_new_tokens=1024),
             algo=NS(name="ppo", kl_coef=0.0, prompts_per_step=16, samples_per_prompt=8))
