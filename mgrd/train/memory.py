@@ -284,9 +284,9 @@ def memory_plan(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown distributed strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    for name, value in (("weight_dtype", weight_dtype), ("optim_dtype", optim_dtype or weight_dtype)):
+    for key, value in (("weight_dtype", weight_dtype), ("optim_dtype", optim_dtype or weight_dtype)):
         if value not in DTYPE_BYTES:
-            raise ValueError(f"{name} must be one of {', '.join(DTYPE_BYTES)}, got {value!r}")
+            raise ValueError(f"{key} must be one of {', '.join(DTYPE_BYTES)}, got {value!r}")
     if n_gpus < 1 or seq_len < 1 or micro_batch < 1 or lora_rank < 0 or rollout_tokens < 0:
         raise ValueError("n_gpus, seq_len and micro_batch must be >= 1; lora_rank and rollout_tokens >= 0")
     if strategy == "none" and n_gpus != 1:
