@@ -33,7 +33,7 @@ def rows(families, split: str, n: int, seed: int = 0) -> list[tuple[dict, list[n
     for name in families:
         for i in range(n):
             item = FAMILIES[name].make(item_rng(seed, name, split, i), split)
-            row = manifest_item(item, f"{name}-{i:06d}", name, []).to_row(".")
+            row = manifest_item(item, f"{name}-{split}-{i:06d}", name, []).to_row(".")
             out.append((row, item.audio))
     return out
 
