@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgrd.audio import AudioError, load_audio, split_chunks
-from mgrd.chat import THINK_END, split_reasoning
+from mgrd.chat import THINK_END
+from mgrd.eval.variants import think_budget as variant_budget
 from mgrd.eval.variants import wav_bytes
-from mgrd.generate import SamplingConfig
+from mgrd.generate import SamplingConfig, decode_text
 from mgrd.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,16 @@ class LocalModel:
         self.think_budget, self.answer_tokens = think_budget, answer_tokens
 
     def generate(self, jobs: Sequence[Job]) -> Iterator[list[Output]]:
-        for start in range(0, len(jobs), self.batch_size):
-            yield self._batch(jobs[start:start + self.batch_size])
+        """Batches of `batch_size` jobs; jobs of a `think<N>` variant are batched with their own budget."""
+        groups: dict[int | None, list[Job]] = {}
+        for job in jobs:
+            budget = variant_budget(job.key[1])
+            groups.setdefault(self.think_budget if budget is None else budget, []).append(job)
+        for budget, group in groups.items():
+            for start in range(0, len(group), self.batch_size):
+                yield self._batch(group[start:start + self.batch_size], budget)
 
-    def _batch(self, jobs: Sequence[Job]) -> list[Output]:
+    def _batch(self, jobs: Sequence[Job], budget: int | None) -> list[Output]:
         prompts, ready, failed = [], [], []
         for job in jobs:
             try:
@@ -95,44 +102,52 @@ class LocalModel:
                 failed.append(Output(job.key, None, error=f"prompt: {err}"))
         if not prompts:
             return failed
-        texts, tokens, reasons = self._sample(prompts)
-        outputs = [Output(job.key, text, n, reason, self._think_tokens(text))
-                   for job, text, n, reason in zip(ready, texts, tokens, reasons)]
+        texts, ids, reasons = self._sample(prompts, budget)
+        outputs = [Output(job.key, text, len(row), reason, self._think_tokens(row, text))
+                   for job, text, row, reason in zip(ready, texts, ids, reasons)]
         return outputs + failed
 
-    def _sample(self, prompts: list) -> tuple[list[str], list[int], list[str]]:
-        """Texts, token counts and finish reasons; with a thinking budget, think then answer."""
+    def _sample(self, prompts: list, budget: int | None) -> tuple[list[str], list[list[int]], list[str]]:
+        """Texts, generated ids and finish reasons; with a thinking budget, think (up to `budget` tokens),
+        then close the think block where the model has not, and answer."""
         from mgrd.generate import Prompt
         from mgrd.rollout import rollout
 
-        if self.think_budget is None:
+        if budget is None:
             batch = rollout(self.model, prompts, self.sampling, tokenizer=self.tokenizer)
-            return batch.texts, batch.response_lengths.tolist(), batch.finish_reasons
-        texts, counts = [""] * len(prompts), [0] * len(prompts)
-        heads = [list(p.input_ids) for p in prompts]
+            return batch.texts, [batch.row_tokens(i) for i in range(len(prompts))], batch.finish_reasons
+        texts, ids, reasons = [""] * len(prompts), [[] for _ in prompts], ["length"] * len(prompts)
         force = list(range(len(prompts)))
-        if self.think_budget > 0:
-            cfg = dataclasses.replace(self.sampling, max_new_tokens=self.think_budget)
+        if budget > 0:
+            cfg = dataclasses.replace(self.sampling, max_new_tokens=budget)
             batch = rollout(self.model, prompts, cfg, tokenizer=self.tokenizer)
-            force = [i for i, r in enumerate(batch.finish_reasons) if r == "length" and THINK_END not in batch.texts[i]]
-            for i in range(len(prompts)):
-                texts[i], counts[i] = batch.texts[i], int(batch.response_lengths[i])
-                heads[i] += batch.row_tokens(i)
-        reasons = ["stop"] * len(prompts)
+            texts, reasons = list(batch.texts), list(batch.finish_reasons)
+            ids = [batch.row_tokens(i) for i in range(len(prompts))]
+            force = [i for i, r in enumerate(reasons) if r == "length" and THINK_END not in texts[i]]
         if force:
             close = self.tokenizer.encode(FORCED_CLOSE, add_special_tokens=False)
-            follow = [Prompt(heads[i] + close, list(prompts[i].mels)) for i in force]
+            follow = [Prompt(list(prompts[i].input_ids) + ids[i] + close, list(prompts[i].mels)) for i in force]
             cfg = dataclasses.replace(self.sampling, max_new_tokens=self.answer_tokens)
             batch = rollout(self.model, follow, cfg, tokenizer=self.tokenizer)
             for row, i in enumerate(force):
                 texts[i] += FORCED_CLOSE + batch.texts[row]
-                counts[i] += len(close) + int(batch.response_lengths[row])
+                ids[i] = ids[i] + close + batch.row_tokens(row)
                 reasons[i] = batch.finish_reasons[row]
-        return texts, counts, reasons
+        return texts, ids, reasons
 
-    def _think_tokens(self, text: str) -> int:
-        reasoning, _ = split_reasoning(text)
-        return len(self.tokenizer.encode(reasoning, add_special_tokens=False)) if reasoning else 0
+    def _think_tokens(self, ids: list[int], text: str) -> int:
+        """Generated tokens up to and including the one that completes `</think>` (all of them when the think
+        block never closed): the smallest prefix whose decoded text holds `</think>`, by bisection."""
+        if THINK_END not in text:
+            return len(ids)
+        lo, hi = 0, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if THINK_END in decode_text(self.tokenizer, ids[:mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
 
 # ---------------------------------------------------------------------------------------------- endpoint
@@ -202,6 +217,8 @@ class Endpoint:
     def _one(self, job: Job) -> Output:
         import openai
 
+        if variant_budget(job.key[1]) is not None:
+            return Output(job.key, None, error="a forced thinking budget (think<N>) needs a local --model")
         try:
             body = self._request(job)
         except (AudioError, ValueError) as err:

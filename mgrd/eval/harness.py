@@ -33,7 +33,7 @@ from mgrd.data.records import CompletionRecord, SampleRecord, append_records, re
 from mgrd.eval import metrics
 from mgrd.eval.backends import Job, Output
 from mgrd.eval.benchmarks import EvalItem, LoadedSet, ScoreOptions, get_benchmark
-from mgrd.eval.variants import ABLATIONS, apply, check_variant
+from mgrd.eval.variants import ABLATIONS, apply, check_variant, think_budget
 from mgrd.generate import SamplingConfig
 from mgrd.tasks import get_task
 
@@ -341,6 +341,7 @@ def summarize(bench, variants: dict[str, list[SampleRecord]], opts: ScoreOptions
         "variants": {name: metrics.aggregate([r.extra["verdict"] for r in group], bench.scale)
                      for name, group in variants.items()},
         "ablation": _ablation(variants),
+        "budget_curve": _budget_curve(variants, bench.scale),
         "think": _think(clean),
         "grounding": metrics.grounding([r.completions[0].reasoning for r in clean  # closed think blocks only
                                         if r.completions and r.completions[0].answer is not None]),
@@ -362,6 +363,17 @@ def _ablation(variants: dict[str, list[SampleRecord]]) -> dict:
     answers = {name: {r.item_id: r.extra["verdict"].get("parsed") for r in group if r.completions}
                for name, group in variants.items()}
     return {name: metrics.sensitivity(answers["clean"], answers[name]) for name in variants if name in ABLATIONS}
+
+
+def _budget_curve(variants: dict[str, list[SampleRecord]], scale: float) -> list[dict]:
+    """Accuracy per forced thinking budget (`think<N>` variants), in increasing budget."""
+    curve = []
+    for name, group in variants.items():
+        budget = think_budget(name)
+        if budget is not None:
+            agg = metrics.aggregate([r.extra["verdict"] for r in group], scale)
+            curve.append({"budget": budget, "n": agg["n"], "official": agg["official"], "normalised": agg["normalised"]})
+    return sorted(curve, key=lambda c: c["budget"])
 
 
 def _think(records: list[SampleRecord]) -> dict:

@@ -4,8 +4,9 @@
   errors, as a Markdown table (what `mgrd eval` prints).
 - `write_report(run, summary, records)`: `think_length.png` (accuracy per think-length bucket: the
   inverted-scaling curve, with the distribution beside it), `variants.png` (accuracy per audio variant:
-  ablations and corruptions) when there is more than one variant, and `report.html` that shows the tables
-  and plots (images referenced by file name, so the folder can be moved).
+  ablations and corruptions) when there is more than one variant, `think_budget.png` (accuracy against a
+  forced thinking budget) when there are `think<N>` variants, and `report.html` that shows the tables and
+  plots (images referenced by file name, so the folder can be moved).
 - `compare_table(summaries)`: one row per run and a reference row per published model (the report's numbers),
   for `mgrd eval compare`.
 """
@@ -92,6 +93,23 @@ def plot_think_length(summary: dict, records, path: Path) -> Path | None:
     return path
 
 
+def plot_budget(summary: dict, path: Path) -> Path | None:
+    """Accuracy against the forced thinking budget (`think<N>` variants): the report's inverted-scaling curve."""
+    curve = summary.get("budget_curve") or []
+    if len(curve) < 2:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([c["budget"] for c in curve], [c["normalised"] if c["normalised"] is not None else float("nan")
+                                           for c in curve], marker="o")
+    ax.set(xlabel="forced thinking budget (tokens)", ylabel="accuracy (%, normalised)",
+           title=f"{summary['task']}: accuracy vs thinking budget", ylim=(-5, 105))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_variants(summary: dict, path: Path) -> Path | None:
     """Normalised accuracy per audio variant (clean, ablations, SNR steps, speeds)."""
     variants = summary.get("variants", {})
@@ -121,7 +139,8 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def write_report(run: Path, summary: dict, records) -> Path:
     """Write the PNGs and `report.html` into the run folder; returns the HTML path."""
     images = [p for p in (plot_think_length(summary, records, run / "think_length.png"),
-                          plot_variants(summary, run / "variants.png")) if p is not None]
+                          plot_variants(summary, run / "variants.png"),
+                          plot_budget(summary, run / "think_budget.png")) if p is not None]
     sections = [f"<h1>mgrd eval: {html.escape(summary['task'])}</h1>",
                 _html_table(HEADER, table_rows(summary))]
     if summary.get("ablation"):

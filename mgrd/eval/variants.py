@@ -6,7 +6,9 @@ A variant name is one of:
   the same without the sound is not listening);
 - `noise`: every clip replaced by white noise of the clip's own RMS and length;
 - `snr<dB>` (e.g. `snr10`, `snr-5`): white noise added at that signal-to-noise ratio (RMS over the whole clip);
-- `speed<factor>` (e.g. `speed1.25`): played faster (> 1) or slower (< 1), pitch moving with it (resampled).
+- `speed<factor>` (e.g. `speed1.25`): played faster (> 1) or slower (< 1), pitch moving with it (resampled);
+- `think<N>` (e.g. `think0`, `think64`): the clean audio with the thinking forced closed after N tokens
+  (a local model only; `think0` answers without thinking): accuracy against a thinking budget.
 
 Noise is seeded by the item id and the variant, so a rerun hears the same noise. The changed clip goes to the
 prompt as in-memory 16 kHz float WAV bytes; nothing is written next to the data.
@@ -26,18 +28,25 @@ from mgrd.audio import SAMPLE_RATE, load_audio
 
 _SNR = re.compile(r"^snr(-?\d+(?:\.\d+)?)$")
 _SPEED = re.compile(r"^speed(\d+(?:\.\d+)?)$")
+_THINK = re.compile(r"^think(\d+)$")
 ABLATIONS = ("silence", "noise")
 
 
 def check_variant(name: str) -> str:
     """`name` if it is a known variant; a ValueError that lists the forms otherwise."""
-    if name in ("clean", *ABLATIONS) or _SNR.match(name):
+    if name in ("clean", *ABLATIONS) or _SNR.match(name) or _THINK.match(name):
         return name
     speed = _SPEED.match(name)
     if speed and 0.25 <= float(speed.group(1)) <= 4:
         return name
     raise ValueError(f"unknown audio variant {name!r}; use clean, silence, noise, snr<dB> (snr10) or "
-                     "speed<factor> in [0.25, 4] (speed1.25)")
+                     "speed<factor> in [0.25, 4] (speed1.25) or think<N> (think64)")
+
+
+def think_budget(variant: str) -> int | None:
+    """The forced thinking budget of a `think<N>` variant, else None."""
+    match = _THINK.match(variant)
+    return int(match.group(1)) if match else None
 
 
 def transform(wave: np.ndarray, variant: str, rng: np.random.Generator) -> np.ndarray:
@@ -66,7 +75,7 @@ def wav_bytes(wave: np.ndarray) -> bytes:
 
 def apply(row: dict, variant: str) -> dict:
     """A copy of a prompt row whose clips are replaced by their `variant` (the row itself for `clean`)."""
-    if check_variant(variant) == "clean" or not row.get("audio"):
+    if check_variant(variant) == "clean" or think_budget(variant) is not None or not row.get("audio"):
         return row
     seed = zlib.crc32(f"{row.get('id')}|{variant}".encode())
     rng = np.random.default_rng(seed)
