@@ -27,7 +27,7 @@ SCHEDULES = ("cosine", "constant")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def _f(default, help: str):
+def option(default, help: str):
     """A dataclass field with its help line (a list/dict/dataclass default goes through a factory)."""
     if dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
         return field(default_factory=lambda: dataclasses.replace(default) if dataclasses.is_dataclass(default)
@@ -49,18 +49,20 @@ def _check_positive(name: str, value, allow_zero: bool = False) -> None:
 class RunConfig:
     """Where a run writes, how long it runs, and how often it logs, evaluates and saves."""
 
-    name: str = _f("sft", "run name: everything goes to <out_dir>/<name>/")
-    out_dir: str = _f("runs", "folder holding the run folders")
-    seed: int = _f(0, "seed for the model init (fresh presets), the data order and dropout")
-    device: str = _f("auto", "cpu, cuda, cuda:N, or auto (cuda when available); under torchrun each rank takes its GPU")
-    max_steps: int = _f(100, "optimiser steps to run (the cosine schedule ends here)")
-    log_every: int = _f(1, "write a metrics row (metrics.jsonl, TensorBoard) every N steps")
-    eval_every: int = _f(0, "evaluate on the held-out manifests every N steps (0: only at the end, if any are given)")
-    save_every: int = _f(0, "write checkpoints/step_<N>/ every N steps (0: never; final/ is always written)")
-    keep_checkpoints: int = _f(2, "keep only the newest N step checkpoints (0 keeps all)")
-    max_nan_skips: int = _f(5, "a step whose loss or grad norm is not finite is skipped and counted; stop after N")
-    progress: bool = _f(True, "show a progress bar with ETA")
-    tensorboard: bool = _f(True, "also write the metrics to TensorBoard under tb/")
+    name: str = option("sft", "run name: everything goes to <out_dir>/<name>/")
+    out_dir: str = option("runs", "folder holding the run folders")
+    seed: int = option(0, "seed for the model init (fresh presets), the data order and dropout")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available); under torchrun each rank takes its GPU")
+    max_steps: int = option(100, "optimiser steps to run (the cosine schedule ends here)")
+    log_every: int = option(1, "write a metrics row (metrics.jsonl, TensorBoard) every N steps")
+    eval_every: int = option(0, "evaluate on the held-out manifests at step 0 and every N steps (0: only at the end, "
+                                "if any are given)")
+    save_every: int = option(0, "write checkpoints/step_<N>/ every N steps (0: never; final/ is always written)")
+    keep_checkpoints: int = option(2, "keep only the newest N step checkpoints (0 keeps all)")
+    max_nan_skips: int = option(5, "a step whose loss or grad norm is not finite is skipped and counted; stop after N")
+    progress: bool = option(True, "show a progress bar with ETA")
+    tensorboard: bool = option(True, "also write the metrics to TensorBoard under tb/")
+    resume: bool = option(False, "continue from the newest checkpoint in the run folder (the --resume flag)")
 
     def __post_init__(self):
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -80,17 +82,17 @@ class RunConfig:
 class OptimConfig:
     """AdamW with a warm-up then cosine schedule, gradient clipping, and the batch geometry."""
 
-    lr: float = _f(1e-5, "peak learning rate (after warm-up)")
-    weight_decay: float = _f(0.0, "AdamW decoupled weight decay on matrices (never on biases, norms, embeddings' 1-D)")
-    beta1: float = _f(0.9, "AdamW beta1")
-    beta2: float = _f(0.95, "AdamW beta2")
-    eps: float = _f(1e-8, "AdamW epsilon")
-    schedule: str = _f("cosine", "learning-rate schedule after warm-up: cosine or constant")
-    warmup_steps: int = _f(0, "linear warm-up from 0 to lr over this many steps")
-    min_lr_ratio: float = _f(0.1, "the cosine ends at lr * min_lr_ratio")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0: no clipping, the norm is still logged)")
-    micro_batch_size: int = _f(4, "sequences per forward, per GPU (performance only)")
-    grad_accum: int = _f(1, "micro-batches per optimiser step, per GPU; global batch = micro x accum x GPUs")
+    lr: float = option(1e-5, "peak learning rate (after warm-up)")
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay on matrices (never on biases, norms, embeddings' 1-D)")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.95, "AdamW beta2")
+    eps: float = option(1e-8, "AdamW epsilon")
+    schedule: str = option("cosine", "learning-rate schedule after warm-up: cosine or constant")
+    warmup_steps: int = option(0, "linear warm-up from 0 to lr over this many steps")
+    min_lr_ratio: float = option(0.1, "the cosine ends at lr * min_lr_ratio")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0: no clipping, the norm is still logged)")
+    micro_batch_size: int = option(4, "sequences per forward, per GPU (performance only)")
+    grad_accum: int = option(1, "micro-batches per optimiser step, per GPU; global batch = micro x accum x GPUs")
 
     def __post_init__(self):
         _check_choice("optim.schedule", self.schedule, SCHEDULES)
@@ -109,11 +111,11 @@ class OptimConfig:
 class LoraSetup:
     """LoRA through peft on the LLM's linear layers (rank 0 = off: full fine-tuning)."""
 
-    rank: int = _f(0, "LoRA rank r; 0 trains the LLM's own weights instead")
-    alpha: float = _f(16.0, "LoRA alpha (the update is scaled by alpha / rank)")
-    dropout: float = _f(0.0, "dropout on the LoRA input")
-    target_modules: tuple[str, ...] = _f(LORA_TARGETS, "names of the Qwen2 linear layers that get LoRA")
-    merge_on_save: bool = _f(True, "final/ holds the merged weights (official layout); the adapter is also "
+    rank: int = option(0, "LoRA rank r; 0 trains the LLM's own weights instead")
+    alpha: float = option(16.0, "LoRA alpha (the update is scaled by alpha / rank)")
+    dropout: float = option(0.0, "dropout on the LoRA input")
+    target_modules: tuple[str, ...] = option(LORA_TARGETS, "names of the Qwen2 linear layers that get LoRA")
+    merge_on_save: bool = option(True, "final/ holds the merged weights (official layout); the adapter is also "
                                    "saved alone under final/lora/")
 
     def __post_init__(self):
@@ -133,17 +135,17 @@ class LoraSetup:
 class ModelSetup:
     """Which model trains, which of its parts, in which precision, and how it is spread over GPUs."""
 
-    path: str | None = _f(None, "checkpoint folder in the official layout (with its tokenizer) to start from")
-    preset: str = _f("tiny", "when path is null: a freshly initialised preset (tiny only: the released sizes need "
+    path: str | None = option(None, "checkpoint folder in the official layout (with its tokenizer) to start from")
+    preset: str = option("tiny", "when path is null: a freshly initialised preset (tiny only: the released sizes need "
                              "their tokenizer; --dry-run plans any preset)")
-    dtype: str = _f("float32", "weights (and optimiser state) dtype: float32 or bfloat16")
-    autocast_bf16: bool = _f(False, "run forwards under bf16 autocast (GPU; float32 master weights)")
-    activation_checkpointing: bool = _f(False, "recompute each LLM layer's activations in backward (saves memory)")
-    freeze_encoder: bool = _f(True, "keep the audio encoder frozen (the recipe never trains it)")
-    train_adapter: bool = _f(True, "train the audio adapter")
-    train_llm: bool = _f(True, "train the LLM (embeddings, decoder, lm_head); with LoRA only the LoRA weights")
-    lora: LoraSetup = _f(LoraSetup(), "LoRA settings")
-    distributed: str = _f("none", "none, ddp or fsdp2 (under torchrun)")
+    dtype: str = option("float32", "weights (and optimiser state) dtype: float32 or bfloat16")
+    autocast_bf16: bool = option(False, "run forwards under bf16 autocast (GPU; float32 master weights)")
+    activation_checkpointing: bool = option(False, "recompute each LLM layer's activations in backward (saves memory)")
+    freeze_encoder: bool = option(True, "keep the audio encoder frozen (the recipe never trains it)")
+    train_adapter: bool = option(True, "train the audio adapter")
+    train_llm: bool = option(True, "train the LLM (embeddings, decoder, lm_head); with LoRA only the LoRA weights")
+    lora: LoraSetup = option(LoraSetup(), "LoRA settings")
+    distributed: str = option("none", "none, ddp or fsdp2 (under torchrun)")
 
     def __post_init__(self):
         _check_choice("model.dtype", self.dtype, WEIGHT_DTYPES)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from mgrd.atomic import atomic_folder
+from mgrd.atomic import atomic_folder, atomic_write
 
 STEP_PREFIX = "step_"
 
@@ -346,7 +346,9 @@ def _full_state(model) -> dict:
 
 
 def _unwrap(model):
-    return getattr(model, "module", model)  # DDP keeps the model in .module; FSDP2 is the model itself
+    from mgrd.train.distributed import unwrap
+
+    return unwrap(model)
 
 
 def _distributed() -> bool:
@@ -447,7 +449,5 @@ def _warn_changes(old: dict, new: dict) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a small file whole: temp file beside it, then rename (a reader never sees half of it)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write a small file whole (`mgrd.atomic.atomic_write`): a reader never sees half of it."""
+    atomic_write(path, text.encode("utf-8"))
