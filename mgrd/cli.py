@@ -56,8 +56,10 @@ def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_generate(sub, sampling=command in ("all", "generate"))
     from mgrd.data.cli import add_parser as add_data_parser
+    from mgrd.eval.cli import add_parser as add_eval_parser
 
     add_data_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
