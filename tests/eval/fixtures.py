@@ -68,10 +68,10 @@ MMSU_ROWS = [
 ]
 
 BBA_ROWS = [
-    {"file_name": "data/question_0.wav", "category": "formal_fallacies", "official_answer": "invalid", "id": 0},
-    {"file_name": "data\\/question_250.wav", "category": "navigate", "official_answer": "Yes", "id": 250},
-    {"file_name": "data/question_500.wav", "category": "object_counting", "official_answer": "18", "id": 500},
-    {"file_name": "data/question_750.wav", "category": "web_of_lies", "official_answer": "No", "id": 750},
+    {"file_name": "data/question_0.mp3", "category": "formal_fallacies", "official_answer": "invalid", "id": 0},
+    {"file_name": "data\\/question_250.mp3", "category": "navigate", "official_answer": "Yes", "id": 250},
+    {"file_name": "data/question_500.mp3", "category": "object_counting", "official_answer": "18", "id": 500},
+    {"file_name": "data/question_750.mp3", "category": "web_of_lies", "official_answer": "No", "id": 750},
 ]
 
 
@@ -92,10 +92,13 @@ def write_mmsu(root: Path, rows=MMSU_ROWS) -> Path:
 
 
 def write_bba(root: Path, rows=BBA_ROWS, questions: bool = True) -> Path:
+    """metadata.jsonl + data/question_<id>.mp3 (real mp3 files, as the dataset ships them)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for row in rows:
-        write_wav(root / row["file_name"].replace("\\/", "/"), 600)
+        path = root / row["file_name"].replace("\\/", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(600), RATE, format="MP3")
     if questions:
         (root / "questions.jsonl").write_text(json.dumps(
             {"id": 500, "question": "I have four oranges, a peach, ... How many fruits do I have?"}) + "\n")

@@ -111,3 +111,29 @@ def test_select_items_ranges_and_shards():
     assert select_items(items, 1, shard=(1, 2), limit=2) == [5, 6]
     with pytest.raises(ValueError):
         select_items(items, 5, 3)
+
+
+def test_mmau_test_split_writes_a_submission(tmp_path):
+    root = tmp_path / "mmau"
+    rows = [{k: v for k, v in r.items() if k != "answer"} | {"audio_id": r["audio_id"].replace("test-mini", "test")}
+            for r in fx.MMAU_ROWS[:2]]
+    root.mkdir()
+    (root / "mmau-test.json").write_text(json.dumps(rows))
+    for r in rows:
+        fx.write_wav(root / r["audio_id"])
+    preds = write_preds(tmp_path / "p.jsonl", [{"id": "f-001", "output": "<think>\nlow\n</think>\nMan"}])
+    assert main(["score", "--task", "mmau", "--split", "test", "--data", str(root), "--predictions", str(preds),
+                 "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    submission = json.loads((tmp_path / "run" / "submission.json").read_text())
+    assert [(s["id"], s["model_prediction"]) for s in submission] == [("f-001", "Man"), ("f-002", "")]
+    assert set(rows[0]) <= set(submission[0])
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--task", "--data", "--model", "--endpoint", "--api-key", "--out", "--limit", "--shard", "--variants",
+                 "--exact-bugs", "--judge-endpoint", "--predictions", "--think-budget"):
+        assert flag in text

@@ -67,7 +67,7 @@ def test_mmsu_bad_json_line_names_file_and_line(tmp_path):
 def test_bba_accepts_escaped_file_names_and_the_question_sidecar(tmp_path):
     loaded = get_benchmark("big_bench_audio").load(fx.write_bba(tmp_path / "bba"))
     assert [i.id for i in loaded.items] == ["0", "250", "500", "750"]
-    assert loaded.items[1].row["audio"][0].endswith("data/question_250.wav")
+    assert loaded.items[1].row["audio"][0].endswith("data/question_250.mp3")
     assert loaded.items[2].fields["question"].startswith("I have four oranges")
     assert loaded.items[0].fields["question"] == ""
     prompt = get_task("big_bench_audio").prompt(loaded.items[0].row)[0]["content"]
@@ -116,3 +116,29 @@ def test_every_benchmark_prompts_through_a_registered_task():
     for name in ("mmau", "mmsu", "big_bench_audio", "spoken_mqa", "wildspeech"):
         assert get_task(name).name == name
     assert set(BENCHMARKS) == {"mmau", "mmsu", "big_bench_audio", "spoken_mqa", "wildspeech", "synthetic"}
+
+
+def test_mmsu_parquet_with_embedded_audio(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "mmsu" / "data"
+    root.mkdir(parents=True)
+    rows = [{k: (str(v) if k.startswith("choice") or k == "answer_gt" else v) for k, v in r.items() if k != "audio_path"}
+            for r in fx.MMSU_ROWS]
+    pq.write_table(pa.Table.from_pylist([dict(r, audio={"bytes": fx.wav_bytes(), "path": "x.wav"}) for r in rows]),
+                   root / "train-00000-of-00001.parquet")
+    loaded = get_benchmark("mmsu").load(tmp_path / "mmsu")
+    assert [i.id for i in loaded.items] == ["mmsu-1", "mmsu-2"] and loaded.items[0].row["audio"][0][:4] == b"RIFF"
+
+
+def test_mmau_test_split_without_answers_loads(tmp_path):
+    root = tmp_path / "mmau"
+    rows = [{k: v for k, v in r.items() if k != "answer"} | {"audio_id": r["audio_id"].replace("test-mini", "test"),
+                                                            "split": "test"} for r in fx.MMAU_ROWS[:2]]
+    root.mkdir()
+    (root / "mmau-test.json").write_text(json.dumps(rows))
+    for r in rows:
+        fx.write_wav(root / r["audio_id"])
+    loaded = get_benchmark("mmau").load(root, split="test")
+    assert [i.fields["answer"] for i in loaded.items] == ["", ""]

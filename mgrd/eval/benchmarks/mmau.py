@@ -117,6 +117,8 @@ def _score_one(fields: dict, output: str | None, opts: ScoreOptions) -> Verdict:
     if output is None:
         return Verdict(None, None, None, "no output: excluded from the official denominator")
     stripped = extract_answer(output, require_think=opts.require_think)
+    if not answer:  # the test split withholds answers: it is scored by the leaderboard from the submission
+        return Verdict(None, None, stripped, "no reference answer (test split): written to the submission only")
     official_input = output if opts.exact_bugs else (stripped or "")
     official = float(string_match(answer, official_input, choices))
     if stripped is None:
