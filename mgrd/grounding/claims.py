@@ -32,6 +32,8 @@ and text inside quotes (the speech's own words). Verification tolerances are in 
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -145,19 +147,22 @@ _CLAUSE_SEPS = _SENTENCE_SEPS + r"|,|\(|\)|:"
 
 
 def _span_of(spans: list[tuple[int, int]], pos: int) -> tuple[int, int]:
-    for a, b in spans:
-        if a <= pos <= b:
-            return a, b
-    return 0, 0
+    """The span holding `pos` (spans are sorted and disjoint)."""
+    i = bisect.bisect_right(spans, (pos, math.inf)) - 1
+    return spans[i] if i >= 0 and spans[i][0] <= pos <= spans[i][1] else (0, 0)
+
+
+ORDINAL_REACH = 160  # characters before a number searched for its ordinal (a clause, not a whole loop)
+_UNIT_SECOND = re.compile(rf"(?:{NUM}|\bper|\ba)\s*$", re.IGNORECASE)
 
 
 def _ordinal(text: str, seg_start: int, pos: int) -> int | None:
     """The element an ordinal word before `pos` in its segment binds to (the last one wins); None when
     there is none or a plural word ("the others", "each") resets it. "second" right after a number is a unit."""
     bound = None
-    for m in _ORDINAL_RE.finditer(text, seg_start, pos):
+    for m in _ORDINAL_RE.finditer(text, max(seg_start, pos - ORDINAL_REACH), pos):
         word = m.group(0).lower()
-        if word == "second" and re.search(rf"(?:{NUM}|\bper|\ba)\s*$", text[seg_start:m.start()], re.IGNORECASE):
+        if word == "second" and _UNIT_SECOND.search(text[max(seg_start, m.start() - 20):m.start()]):
             continue  # "2 seconds", "per second": a unit, not an ordinal
         bound = _ORDINALS.get(word)
     return bound
@@ -312,7 +317,8 @@ def _quote_claims(original: str) -> list[Claim]:
     return found
 
 
-def extract_claims(text: str) -> list[Claim]:
+@functools.lru_cache(maxsize=1024)  # the filters read one chain's claims three times (lexicon, grounding, coherence)
+def extract_claims(text: str) -> tuple[Claim, ...]:
     """Every checkable claim about the sound in `text`, in order of position.
 
     Quoted speech, reference clauses and hypothetical/rule clauses are skipped (module docstring); a
@@ -321,7 +327,7 @@ def extract_claims(text: str) -> list[Claim]:
     Args:
         text: reasoning (and answer) text.
     Returns:
-        Claims sorted by start offset.
+        Claims sorted by start offset (a tuple: results are cached).
     """
     plain = blank_quotes(text)
     sentences = _segments(plain, _SENTENCE_SEPS + r"|,(?=\s*(?:so|and so|which|but|while)\b)")
@@ -338,7 +344,7 @@ def extract_claims(text: str) -> list[Claim]:
         if c.kind in ("quantity", "sequence", "count") and _REFERENCE.search(clause):
             continue
         kept.append(c)
-    return sorted(kept + _quote_claims(text), key=lambda c: (c.start, c.kind))
+    return tuple(sorted(kept + _quote_claims(text), key=lambda c: (c.start, c.kind)))
 
 
 # ---------------------------------------------------------------------------------------------- facts

@@ -80,8 +80,10 @@ LEXICON: dict[str, dict[str, str]] = {
         "breathy": r"breathy", "speaker": r"speakers?",
     },
 }
-_TERMS = [(category, term, re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE))
-          for category, terms in LEXICON.items() for term, pattern in terms.items()]
+_TERMS = [(category, term) for category, terms in LEXICON.items() for term in terms]
+# one pass over a text finds every term: group t<i> is term i of `_TERMS`
+_ANY_TERM = re.compile(r"\b(?:" + "|".join(f"(?P<t{i}>{LEXICON[c][t]})" for i, (c, t) in enumerate(_TERMS))
+                       + r")\b", re.IGNORECASE)
 _NUMBER_KINDS = ("quantity", "bound", "count", "sequence")
 
 
@@ -129,11 +131,12 @@ def lexicon_score(text: str, question: str = "") -> LexiconScore:
         if claim.kind != "sequence" and " ".join(claim.text.lower().split()) not in asked:
             quantities.append((claim.text, claim.kind == "count"))
     quantities = list(dict.fromkeys(quantities))
+    asked_terms = {m.lastgroup for m in _ANY_TERM.finditer(question)}
     terms, categories, term_tokens = [], [], 0
-    for category, term, pattern in _TERMS:
-        hits = pattern.findall(plain)
-        term_tokens += sum(len(h.split()) for h in hits)
-        if hits and not pattern.search(question) and term not in terms:
+    for m in _ANY_TERM.finditer(plain):
+        term_tokens += len(m.group(0).split())
+        category, term = _TERMS[int(m.lastgroup[1:])]
+        if m.lastgroup not in asked_terms and term not in terms:
             terms.append(term)
             categories.append(category)
     words = len(re.findall(r"[\w.+-]+", plain)) or 1
