@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mgrd.grounding.claims import TOLERANCES, Claim, blank_quotes, extract_claims
 from mgrd.tasks.grading import normalize, parse_final_number, resolve_choice
@@ -32,12 +32,13 @@ from mgrd.tasks.grading import normalize, parse_final_number, resolve_choice
 class CoherenceConfig:
     """Bounds of the coherence check (module docstring)."""
 
-    min_words: int = 8  # a grounded chain of the synthetic suite has 20-70 words
-    max_words: int = 1500
-    max_token_run: int = 6
-    max_sentence_repeats: int = 3
-    max_char_run: int = 24
-    max_ngram_repeat: float = 0.5
+    min_words: int = field(default=8, metadata={"help": "fewest words of reasoning (suite chains have 20-70)"})
+    max_words: int = field(default=1500, metadata={"help": "most words of reasoning"})
+    max_token_run: int = field(default=6, metadata={"help": "a token repeated this often in a row is a loop"})
+    max_sentence_repeats: int = field(default=3, metadata={"help": "a sentence said this often is a loop"})
+    max_char_run: int = field(default=24, metadata={"help": "a character repeated this often in a row is a loop"})
+    max_ngram_repeat: float = field(default=0.5, metadata={
+        "help": "largest share of word trigrams that repeat earlier ones"})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,12 @@
-"""Selection after the filters: D_audio-cot for SFT and the pass@K band for RL (Step-Audio-R1 §3.2, §4.2).
+"""Selection around the filters: which items to sample, D_audio-cot for SFT and the pass@K band for RL
+(Step-Audio-R1 §3.2, §4.2).
 
+- `needs_perception` / `perception_items`: step 1 of an MGRD iteration keeps the audio questions whose
+  answer needs acoustic analysis, so that a transcript alone is not enough: an item's own flag
+  (`meta["needs_perception"]` or a `needs_perception` manifest column) wins; otherwise a synthetic family
+  of kind acoustic or compositional, or one of `PERCEPTION_SPEECH_FAMILIES` (voice pitch, speech rate,
+  not spoken arithmetic, which a transcript solves), needs perception, and any other item with audio is
+  kept (a benchmark's own categories are unknown here; flag them to exclude);
 - `select_audio_cot`: the completions that pass every filter (`mgrd.loop.filters.FILTERS`), at most
   `max_per_item` per item, distinct chains only, in sampling order (no ranking, so selection adds no bias of
   its own); `audio_cot_items` turns them into manifest rows whose grounded chain is the sampled one.
@@ -21,8 +28,13 @@ from typing import Any
 import numpy as np
 
 from mgrd.data.records import CompletionRecord, SampleRecord
+from mgrd.data.synth import FAMILIES
 from mgrd.loop.filters import FILTERS, passes_all
+from mgrd.tasks.base import has_audio
 from mgrd.tasks.grading import as_row
+
+PERCEPTION_KINDS = ("acoustic", "compositional")
+PERCEPTION_SPEECH_FAMILIES = ("voice_pitch", "speech_rate")
 
 
 @dataclass
@@ -50,6 +62,36 @@ def check_band(k: int, low: int, high: int) -> None:
         raise ValueError(f"K (samples per item) must be an integer >= 1, got {k!r}")
     if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high <= k):
         raise ValueError(f"the pass@K band must satisfy 0 <= low <= high <= K={k}, got [{low}, {high}]")
+
+
+# ---------------------------------------------------------------------------------------------- curation
+
+
+def needs_perception(item: dict | Any) -> bool:
+    """Whether an item is an audio question that needs acoustic analysis (module docstring's rule)."""
+    row = as_row(item)
+    if not has_audio(row):
+        return False
+    for source in (row.get("meta") or {}, row.get("extra") or {}, row):  # meta, an Item's extra column, a row's
+        if source.get("needs_perception") is not None:
+            return bool(source["needs_perception"])
+    family = FAMILIES.get(row.get("task"))
+    if family is None:
+        return True
+    return family.kind in PERCEPTION_KINDS or family.name in PERCEPTION_SPEECH_FAMILIES
+
+
+def perception_items(items: Sequence[Any], source: str = "the manifest") -> list[Any]:
+    """The items that need perception, in order.
+
+    Raises:
+        ValueError: none does (a manifest of text tasks, or of questions a transcript answers).
+    """
+    kept = [item for item in items if needs_perception(item)]
+    if not kept:
+        raise ValueError(f"{source} has no audio questions that need perception ({len(items)} item(s): text-only, "
+                         "transcript-solvable or flagged needs_perception=false); MGRD has nothing to distil")
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------- D_audio-cot

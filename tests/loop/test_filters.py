@@ -165,3 +165,12 @@ def test_an_unreachable_judge_stops_the_run_or_is_skipped_and_said(item, tmp_pat
     assert comps[0][1].scores["grounding"]["score"] == 1.0
     assert comps[0][1].scores["grounding"]["reason"].endswith("; judge unavailable, rules only")
     assert judge.unavailable == 2
+
+
+def test_config_loads_with_nested_overrides():
+    from mgrd.config import ConfigKeyError, load_config
+
+    cfg = load_config(FilterConfig, overrides=["coherence.min_words=3", "judge_criteria=[selfcog]", "min_lexicon=0.75"])
+    assert (cfg.coherence.min_words, cfg.judge_criteria, cfg.min_lexicon) == (3, ("selfcog",), 0.75)
+    with pytest.raises(ConfigKeyError, match="did you mean coherence.max_words"):
+        load_config(FilterConfig, overrides=["coherence.max_word=3"])

@@ -2,6 +2,9 @@
 bad K and bands refused in one line, D_audio-cot (all filters, at most M distinct chains per item, in
 sampling order) as SFT rows, and the RL mix with text tasks."""
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from mgrd.data.records import CompletionRecord, SampleRecord
@@ -94,3 +97,24 @@ def test_rl_mix_with_text_tasks():
     assert sorted(mix_rl_set(audio, text, 0.0)) == sorted(audio)
     with pytest.raises(ValueError, match="text_per_audio must be >= 0"):
         mix_rl_set(audio, text, -1)
+
+
+def test_curation_keeps_audio_questions_that_need_perception():
+    from mgrd.data.manifest import Item
+    from mgrd.loop.select import needs_perception, perception_items
+
+    def row(task, audio=True, **extra):
+        return {"id": task, "task": task, "audio": ["x.wav"] if audio else [], "answer": "1", **extra}
+
+    kept = [row("pitch_compare"), row("louder_beeps"), row("voice_pitch"), row("mmau"),
+            row("spoken_arithmetic", meta={"needs_perception": True})]
+    dropped = [row("spoken_arithmetic"), row("text_arithmetic", audio=False), row("mmau", needs_perception=False),
+               row("pitch_compare", meta={"needs_perception": False})]
+    assert [needs_perception(r) for r in kept] == [True] * 5
+    assert [needs_perception(r) for r in dropped] == [False] * 4
+    item = Item(id="i", task="mmau", answer="a", audio=[Path("x.wav")])
+    assert needs_perception(item)
+    assert not needs_perception(dataclasses.replace(item, extra={"needs_perception": False}))
+    assert perception_items(kept + dropped) == kept
+    with pytest.raises(ValueError, match="data/m.jsonl has no audio questions that need perception \\(4 item"):
+        perception_items(dropped, "data/m.jsonl")
