@@ -27,7 +27,9 @@ Claim kinds (`Claim.kind`):
 
 Not claims: numbers without a unit, numbers in clauses that cite a reference rather than the sound ("about
 120 Hz for a typical man"), anything in a hypothetical or rule clause ("a major chord should get louder"),
-and text inside quotes (the speech's own words). Verification tolerances are in `TOLERANCES`.
+and text inside quotes (the speech's own words). Verification tolerances are in `TOLERANCES`. Against
+measured facts they widen (`MEASURED_EXTRA`), ordinals do not bind (a measurement may split or join
+events) and a listed run can only confirm; a claim with no fact of its kind is "unverifiable", never false.
 """
 
 from __future__ import annotations
