@@ -37,6 +37,29 @@ _WORD = re.compile(r"[A-Za-z]+")
 # ---------------------------------------------------------------------------------------------- scores
 
 
+# two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..30; past 30 the Cornish-Fisher expansion below
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+Z975 = 1.959964
+
+
+def t975(df: int) -> float:
+    """t(0.975, df): the table for df <= 30, else z + (z^3 + z)/(4 df) + (5z^5 + 16z^3 + 3z)/(96 df^2) (error < 1e-4)."""
+    if df <= len(T975):
+        return T975[df - 1]
+    z = Z975
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_ci(values: Sequence[float], scale: float = 1.0) -> dict:
+    """Mean, sample standard deviation and the 95 % t-interval half-width (as Wild Speech reports), scaled."""
+    arr = np.asarray(values, dtype=float) * scale
+    if arr.size < 2:
+        return {"std": None, "ci95": None}
+    std = float(arr.std(ddof=1))
+    return {"std": round(std, 4), "ci95": round(t975(arr.size - 1) * std / math.sqrt(arr.size), 4)}
+
+
 def aggregate(verdicts: Sequence[dict], scale: float = 100.0) -> dict:
     """Scores of a set of scored items.
 
@@ -44,14 +67,16 @@ def aggregate(verdicts: Sequence[dict], scale: float = 100.0) -> dict:
         verdicts: `Verdict.to_dict()`s, plus `"missing": True` for items that had no output.
         scale: mean item value -> reported score (100: accuracy in %, 10: a 1-10 judge mean as 0-100).
     Returns:
-        `{n, official, official_n, normalised, normalised_n, excluded, errors, judge_invalid, missing}`;
-        a score is None when its denominator is 0.
+        `{n, official, official_n, official_std, official_ci95, normalised, normalised_n, excluded, errors,
+        judge_invalid, missing}`; a score is None when its denominator is 0; std and the 95 % t-interval
+        half-width are over the official item values (scaled), None below two items.
     """
     official = [v["official"] for v in verdicts if v.get("official") is not None]
     normalised = [v["normalised"] for v in verdicts if v.get("normalised") is not None]
     return {
         "n": len(verdicts),
         "official": _mean(official, scale), "official_n": len(official),
+        **{f"official_{k}": v for k, v in mean_ci(official, scale).items()},
         "normalised": _mean(normalised, scale), "normalised_n": len(normalised),
         "excluded": sum(1 for v in verdicts if v.get("official") is None and not v.get("error")
                         and not v.get("missing")),

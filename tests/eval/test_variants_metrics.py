@@ -70,11 +70,15 @@ def test_aggregate_pinned():
                 {"official": 0.0, "normalised": 0.0, "judge_invalid": False},
                 {"official": None, "normalised": None, "error": "HTTP 503"},
                 {"official": None, "normalised": None, "missing": True}]
-    assert metrics.aggregate(verdicts) == {"n": 5, "official": 50.0, "official_n": 2, "normalised": 66.6667,
+    assert metrics.aggregate(verdicts) == {"n": 5, "official": 50.0, "official_n": 2, "official_std": 70.7107,
+                                           "official_ci95": 635.3, "normalised": 66.6667,
                                            "normalised_n": 3, "excluded": 1, "errors": 1, "judge_invalid": 0,
                                            "missing": 1}
-    assert metrics.aggregate([{"official": 7.0, "normalised": 7.0}, {"official": 8.0, "normalised": 8.0}],
-                             scale=10)["official"] == 75.0
+    scores = [{"official": v, "normalised": v} for v in (7.0, 8.0, 6.0, 9.0)]
+    agg = metrics.aggregate(scores, scale=10)
+    # mean 75, sample std 10 * sqrt(5/3) = 12.9099, half-width t(0.975, 3) = 3.182 times std / 2
+    assert (agg["official"], agg["official_std"], agg["official_ci95"]) == pytest.approx((75.0, 12.9099, 20.5397), abs=2e-4)
+    assert metrics.t975(30) == 2.042 and abs(metrics.t975(31) - 2.0395) < 1e-3 and abs(metrics.t975(1000) - 1.9623) < 1e-3
     cats = metrics.by_category(verdicts[:3], [{"s": "a"}, {"s": "b"}, {"s": "a"}], ["s"])
     assert cats["s"]["a"]["official"] == 50.0 and cats["s"]["b"]["official"] is None
     assert metrics.macro({"a": {"official": 50.0}, "b": {"official": 100.0}, "c": {"official": None}}) == 75.0
