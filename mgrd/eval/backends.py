@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from mgrd.eval.variants import wav_bytes
 from mgrd.generate import SamplingConfig, decode_text
 from mgrd.tasks import get_task
 
-log = logging.getLogger(__name__)
 STEP_STOP_ID = 151665  # the official client's stop_token_ids (reference §1.2)
 FORCED_CLOSE = f"\n{THINK_END}\n"
 

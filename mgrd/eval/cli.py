@@ -49,8 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--shard", help="i/n: the i-th of n contiguous item ranges (merge the runs with `eval merge`)")
     what.add_argument("--variants", default="clean",
                       help="comma-separated audio variants to ask: clean, silence, noise (ablations: does the answer "
-                      "change without the sound?), snr<dB> (e.g. snr10), speed<factor> (e.g. speed1.25), think<N> (local model: "
-                      "thinking forced closed after N tokens; think0 = none) (default clean)")
+                      "change without the sound?), snr<dB> (e.g. snr10), speed<factor> (e.g. speed1.25), "
+                      "think<N> (local model: thinking forced closed after N tokens; think0 = none) (default clean)")
     what.add_argument("--split", default="test-mini", choices=("test-mini", "test"),
                       help="MMAU split; test has no answers: `eval score` then writes submission.json")
     what.add_argument("--questions", type=Path, help="Big Bench Audio: an id -> question sidecar (questions.jsonl; "
@@ -152,7 +152,8 @@ def run_eval(args: argparse.Namespace) -> int:
         summary = harness.merge(args.runs, args.out, _config(args) if args.task and args.data else None)
     else:
         if args.runs:
-            raise ValueError(f"unexpected argument(s) {' '.join(map(str, args.runs))}; run folders go with merge/compare")
+            extra = " ".join(map(str, args.runs))
+            raise ValueError(f"unexpected argument(s) {extra}; run folders go with merge/compare")
         cfg = _config(args)
         if args.action == "score":
             if args.predictions is None:

@@ -262,8 +262,8 @@ def _check_config(out: Path, cfg: EvalConfig) -> None:
         old = json.loads(path.read_text())
         diff = [k for k in key if old.get(k) != key[k]]
         if diff:
-            raise ValueError(f"{out} holds a run with other settings ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)});"
-                             " use another --out")
+            settings = ", ".join(f"{k}: {old.get(k)!r}" for k in diff)
+            raise ValueError(f"{out} holds a run with other settings ({settings}); use another --out")
         return
     write_json(path, key)
 
@@ -372,7 +372,8 @@ def _budget_curve(variants: dict[str, list[SampleRecord]], scale: float) -> list
         budget = think_budget(name)
         if budget is not None:
             agg = metrics.aggregate([r.extra["verdict"] for r in group], scale)
-            curve.append({"budget": budget, "n": agg["n"], "official": agg["official"], "normalised": agg["normalised"]})
+            curve.append({"budget": budget, "n": agg["n"], "official": agg["official"],
+                          "normalised": agg["normalised"]})
     return sorted(curve, key=lambda c: c["budget"])
 
 

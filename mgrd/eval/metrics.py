@@ -44,7 +44,8 @@ Z975 = 1.959964
 
 
 def t975(df: int) -> float:
-    """t(0.975, df): the table for df <= 30, else z + (z^3 + z)/(4 df) + (5z^5 + 16z^3 + 3z)/(96 df^2) (error < 1e-4)."""
+    """t(0.975, df): the table for df <= 30, else the expansion
+    z + (z^3 + z)/(4 df) + (5z^5 + 16z^3 + 3z)/(96 df^2) (error < 1e-4)."""
     if df <= len(T975):
         return T975[df - 1]
     z = Z975

@@ -144,11 +144,14 @@ def write_report(run: Path, summary: dict, records) -> Path:
     sections = [f"<h1>mgrd eval: {html.escape(summary['task'])}</h1>",
                 _html_table(HEADER, table_rows(summary))]
     if summary.get("ablation"):
-        rows = [[name, _fmt(a["n"]), _fmt(a["changed"]), _fmt(a["sensitivity"])] for name, a in summary["ablation"].items()]
+        rows = [[name, _fmt(a["n"]), _fmt(a["changed"]), _fmt(a["sensitivity"])]
+                for name, a in summary["ablation"].items()]
         sections += ["<h2>Audio ablation</h2><p>Share of answers that change when the audio is replaced.</p>",
                      _html_table(["ablation", "n", "changed", "sensitivity"], rows)]
+    numbers = {"grounding": summary.get("grounding"), "think": summary.get("think"),
+               "budget_curve": summary.get("budget_curve")}
     sections += ["<h2>Grounding and thinking</h2>",
-                 f"<pre>{html.escape(json.dumps({'grounding': summary.get('grounding'), 'think': summary.get('think')}, indent=2))}</pre>"]
+                 f"<pre>{html.escape(json.dumps(numbers, indent=2))}</pre>"]
     sections += [f'<img src="{p.name}" alt="{p.stem}">' for p in images]
     if summary.get("errors"):
         items = "".join(f"<li>{html.escape(e)}</li>" for e in summary["errors"][:100])

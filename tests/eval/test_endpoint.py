@@ -6,7 +6,6 @@ import base64
 import io
 import json
 
-import numpy as np
 import soundfile as sf
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse

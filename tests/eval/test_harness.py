@@ -50,7 +50,8 @@ def test_score_exact_bugs_flag_reaches_the_scorer(tmp_path):
                  str(tmp_path / "run"), "--no-report"]) == 0
     overall = json.loads((tmp_path / "run" / "summary.json").read_text())["overall"]
     # "cough" has no letter: skipped by the official scorer; the normalised scorer reads the choice text
-    assert (overall["official"], overall["official_n"], overall["excluded"], overall["normalised"]) == (100.0, 1, 1, 100.0)
+    got = (overall["official"], overall["official_n"], overall["excluded"], overall["normalised"])
+    assert got == (100.0, 1, 1, 100.0)
 
 
 def test_predictions_with_unknown_or_duplicate_ids_are_refused(tmp_path, capsys):

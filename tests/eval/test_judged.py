@@ -64,7 +64,8 @@ def test_bba_judge_verdicts_and_invalid_outputs_in_the_summary(tmp_path):
         # rescoring the same outputs asks the judge nothing new
         assert run_score("big_bench_audio", data, preds, tmp_path / "run", url) == 0
         assert len(judge.prompts) == 4
-        assert json.loads((tmp_path / "run" / "summary.json").read_text())["scoring"]["judge"]["stats"]["cache_hits"] == 4
+        again = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert again["scoring"]["judge"]["stats"]["cache_hits"] == 4
 
 
 def test_wildspeech_judge_scores_times_ten_with_invalid_counted(tmp_path):

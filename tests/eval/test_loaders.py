@@ -27,7 +27,8 @@ def test_mmau_missing_audio_is_counted_listed_and_excluded(tmp_path):
     (root / "test-mini-audios" / "f-003.wav").unlink()
     loaded = get_benchmark("mmau").load(root)
     assert [i.id for i in loaded.items] == ["f-001", "f-002", "f-004"]
-    assert len(loaded.missing_audio) == 1 and "mmau-test-mini.json:3: id f-003: audio not found" in loaded.missing_audio[0]
+    assert len(loaded.missing_audio) == 1
+    assert "mmau-test-mini.json:3: id f-003: audio not found" in loaded.missing_audio[0]
 
 
 def test_mmau_row_without_choices_names_file_and_line(tmp_path):
@@ -124,8 +125,8 @@ def test_mmsu_parquet_with_embedded_audio(tmp_path):
 
     root = tmp_path / "mmsu" / "data"
     root.mkdir(parents=True)
-    rows = [{k: (str(v) if k.startswith("choice") or k == "answer_gt" else v) for k, v in r.items() if k != "audio_path"}
-            for r in fx.MMSU_ROWS]
+    text_keys = ("choice_a", "choice_b", "choice_c", "choice_d", "answer_gt")  # parquet columns have one type
+    rows = [{k: (str(v) if k in text_keys else v) for k, v in r.items() if k != "audio_path"} for r in fx.MMSU_ROWS]
     pq.write_table(pa.Table.from_pylist([dict(r, audio={"bytes": fx.wav_bytes(), "path": "x.wav"}) for r in rows]),
                    root / "train-00000-of-00001.parquet")
     loaded = get_benchmark("mmsu").load(tmp_path / "mmsu")

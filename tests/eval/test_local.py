@@ -28,7 +28,8 @@ def setup(tmp_path_factory):
 def test_tiny_model_run_writes_everything_and_resumes_without_the_model(setup, tmp_path, monkeypatch):
     model, suite = setup
     args = ["--task", "synthetic", "--data", str(suite), "--model", str(model), "--out", str(tmp_path / "run"),
-            "--max-new-tokens", "8", "--temperature", "0", "--batch-size", "4", "--variants", "clean,silence,think0,think3", "--answer-tokens", "4",
+            "--max-new-tokens", "8", "--temperature", "0", "--batch-size", "4",
+            "--variants", "clean,silence,think0,think3", "--answer-tokens", "4",
             "--no-progress"]
     assert main(args) == 0
     run = tmp_path / "run"

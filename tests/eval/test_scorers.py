@@ -123,7 +123,8 @@ def test_bba_prompt_is_byte_exact_with_the_literal_newline_choice():
     prompt = bba_prompt("How many fruits?", "18", "eighteen")
     assert "START QUESTION How many fruits? \\n\\nEND QUESTION\n\nThe OFFICIAL ANSWER:18\n" in prompt
     assert prompt.endswith("\n\neighteen\n\nEND CANDIDATE ANSWER TO ASSESS\n\nReply only with CORRECT or INCORRECT.")
-    assert "START QUESTION How many fruits? \n\nEND" in bba_prompt("How many fruits?", "18", "x", literal_newlines=False)
+    newlines = bba_prompt("How many fruits?", "18", "x", literal_newlines=False)
+    assert "START QUESTION How many fruits? \n\nEND" in newlines
 
 
 def test_bba_normalised_without_a_judge():

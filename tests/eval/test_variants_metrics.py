@@ -77,8 +77,10 @@ def test_aggregate_pinned():
     scores = [{"official": v, "normalised": v} for v in (7.0, 8.0, 6.0, 9.0)]
     agg = metrics.aggregate(scores, scale=10)
     # mean 75, sample std 10 * sqrt(5/3) = 12.9099, half-width t(0.975, 3) = 3.182 times std / 2
-    assert (agg["official"], agg["official_std"], agg["official_ci95"]) == pytest.approx((75.0, 12.9099, 20.5397), abs=2e-4)
-    assert metrics.t975(30) == 2.042 and abs(metrics.t975(31) - 2.0395) < 1e-3 and abs(metrics.t975(1000) - 1.9623) < 1e-3
+    got = (agg["official"], agg["official_std"], agg["official_ci95"])
+    assert got == pytest.approx((75.0, 12.9099, 20.5397), abs=2e-4)
+    assert metrics.t975(30) == 2.042
+    assert metrics.t975(31) == pytest.approx(2.0395, abs=1e-3) and metrics.t975(1000) == pytest.approx(1.9623, abs=1e-3)
     cats = metrics.by_category(verdicts[:3], [{"s": "a"}, {"s": "b"}, {"s": "a"}], ["s"])
     assert cats["s"]["a"]["official"] == 50.0 and cats["s"]["b"]["official"] is None
     assert metrics.macro({"a": {"official": 50.0}, "b": {"official": 100.0}, "c": {"official": None}}) == 75.0

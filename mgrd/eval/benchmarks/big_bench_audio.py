@@ -16,7 +16,6 @@ Scoring:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from mgrd.eval.benchmarks.base import (
@@ -28,7 +27,6 @@ from mgrd.eval.judges import bba_prompt, parse_correct
 from mgrd.judge import JudgeError
 from mgrd.tasks.grading import extract_answer, grade_numeric, normalize
 
-log = logging.getLogger(__name__)
 OPPOSITE = {"valid": "invalid", "invalid": "valid", "yes": "no", "no": "yes"}
 
 

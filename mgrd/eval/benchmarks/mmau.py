@@ -126,7 +126,8 @@ def _score_one(fields: dict, output: str | None, opts: ScoreOptions) -> Verdict:
     mapped = letter_to_choice(stripped, choices)
     normalised = float(string_match(answer, mapped, choices))
     note = "" if mapped == stripped else f" (letter mapped to {mapped!r})"
-    return Verdict(official, normalised, mapped, f"string_match official={official:.0f} normalised={normalised:.0f}{note}")
+    reason = f"string_match official={official:.0f} normalised={normalised:.0f}{note}"
+    return Verdict(official, normalised, mapped, reason)
 
 
 def submission(fields: list[dict], outputs: list[str | None], require_think: bool = True) -> list[dict]:

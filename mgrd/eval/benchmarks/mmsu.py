@@ -138,7 +138,8 @@ def _score_one(fields: dict, output: str | None, opts: ScoreOptions, previous: s
     named = resolve_choice(answer, fields["choices"]) if answer else None
     normalised = float(named is not None and named == normalize(fields["answer"]))
     parsed = letter if letter else named
-    return Verdict(official, normalised, parsed, f"official: {how}; normalised: {named!r}"), letter if letter else previous
+    verdict = Verdict(official, normalised, parsed, f"official: {how}; normalised: {named!r}")
+    return verdict, letter if letter else previous
 
 
 BENCHMARK = Benchmark(

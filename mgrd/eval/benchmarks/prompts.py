@@ -20,9 +20,11 @@ from typing import Any
 from mgrd.tasks import Task, find_task, register_task
 from mgrd.tasks.grading import as_row
 
-MCQ_INSTRUCTION = "Please choose the answer from the following options, do not provide any additional explanations or content: \n"
+MCQ_INSTRUCTION = ("Please choose the answer from the following options, do not provide any additional explanations "
+                   "or content: \n")
 MQA_INSTRUCTION = "Solve the given math question step by step."
-BBA_INSTRUCTION = "仅用 \"valid\" 或 \"invalid\"，\"yes\" 或 \"no\"，或者数字来直接回答上面的问题，不要添加任何其他描述。"
+BBA_INSTRUCTION = ("仅用 \"valid\" 或 \"invalid\"，\"yes\" 或 \"no\"，"
+                   "或者数字来直接回答上面的问题，不要添加任何其他描述。")
 
 
 def mcq_text(question: str, choices: list[str]) -> str:
@@ -50,7 +52,8 @@ class AudioOnlyTask(Task):
 
     def prompt(self, item: dict | Any, features=None):
         row = as_row(item)
-        audio = [{"type": "audio", "audio": p if isinstance(p, bytes) else os.fspath(p)} for p in row.get("audio") or []]
+        audio = [{"type": "audio", "audio": p if isinstance(p, bytes) else os.fspath(p)}
+                 for p in row.get("audio") or []]
         if not audio:
             raise ValueError(f"item {row.get('id')!r}: an audio-only prompt needs audio")
         if features:

@@ -67,7 +67,8 @@ def score(fields: list[dict], outputs: list[str | None], opts: ScoreOptions) -> 
         row = {"id": "", "task": f["task"], "answer": f["answer"], "choices": f["choices"]}
         value = grade(row, output, require_think=opts.require_think, grader=task.grader if task else None)
         answer = extract_answer(output, require_think=opts.require_think)
-        reason = "no answer: cut off before </think>" if answer is None else f"{task.grader if task else 'grader'}: {value:.0f}"
+        grader = task.grader if task else "grader"
+        reason = "no answer: cut off before </think>" if answer is None else f"{grader}: {value:.0f}"
         verdicts.append(Verdict(value, value, answer, reason))
     return verdicts
 
