@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -34,6 +35,12 @@ Start here (all offline, on a CPU):
   mgrd generate --model runs/tiny --audio clip.wav --prompt "What do you hear?"
   mgrd data synth --out data/synth --n 1000     the synthetic listening suite (manifest + wavs)
 """
+
+
+# Commands whose module imports torch at the top: (module with `add_parser`, the line `mgrd --help` shows)
+HEAVY_COMMANDS = {
+    "sft": ("mgrd.train.sft", "supervised fine-tuning on the cold-start mixture (task CoT, conversation, audio QA)"),
+}
 
 
 def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
@@ -60,7 +67,13 @@ def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     add_eval_parser(sub)
+    for name, (module, help_line) in HEAVY_COMMANDS.items():
+        if command in ("all", name):
+            importlib.import_module(module).add_parser(sub)
+        else:  # listed in `mgrd --help` without importing torch; `mgrd NAME ...` builds the real parser
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
+
 
 
 def _command_of(argv: list[str]) -> str | None:
