@@ -343,8 +343,8 @@ def summarize(bench, variants: dict[str, list[SampleRecord]], opts: ScoreOptions
         "ablation": _ablation(variants),
         "budget_curve": _budget_curve(variants, bench.scale),
         "think": _think(clean),
-        "grounding": metrics.grounding([r.completions[0].reasoning for r in clean  # closed think blocks only
-                                        if r.completions and r.completions[0].answer is not None]),
+        "grounding": metrics.grounding([(r.completions[0].reasoning, _question(r), r.extra["fields"].get("meta"))
+                                        for r in clean if r.completions and r.completions[0].answer is not None]),
         "errors": [f"{r.item_id} [{r.extra.get('variant', 'clean')}]: {r.extra['verdict']['error']}"
                    for group in variants.values() for r in group if r.extra["verdict"].get("error")],
         "judge_invalid_items": [r.item_id for r in clean if r.extra["verdict"].get("judge_invalid")],
@@ -355,6 +355,11 @@ def summarize(bench, variants: dict[str, list[SampleRecord]], opts: ScoreOptions
         "settings": settings,
     }
     return summary
+
+
+def _question(record: SampleRecord) -> str:
+    """The user text of a record's prompt (question and choices): evidence it names is not the model's own."""
+    return record.prompt.split("<|BOT|>assistant")[0]
 
 
 def _ablation(variants: dict[str, list[SampleRecord]]) -> dict:

@@ -3,9 +3,11 @@
 - `aggregate`: for a set of verdicts, n, the official score (mean over the items the official scorer counts,
   times the benchmark's scale) with its denominator, the normalised score likewise, and the counts of
   excluded items, errors, invalid judge outputs and missing outputs — per category as well.
-- Grounding of the reasoning chains: `mentions_acoustics` (the chain names at least one perceptual feature
-  of sound: pitch, loudness, duration, timbre, rhythm, ...) and `acoustic_token_ratio` (the share of a chain's
-  words that are such terms). The word list is `ACOUSTIC_TERMS`; it is a lexicon, not a claim checker.
+- Grounding of the reasoning chains, with the MGRD grounding filter's own checker (`mgrd.grounding`): the
+  share of chains that mention an acoustic feature or measurement the question did not already name
+  (`lexicon_score(...).score > 0`), the share that reach the filter's lexicon threshold (`PASS_SCORE`), the
+  mean acoustic token ratio, and, for items with `meta`, the verified-claim rate: claims the facts support
+  over claims the facts can check, pooled over chains (as `mgrd.loop.filters.filter_summary` reports it).
 - Think length: quantiles of the reasoning length, and accuracy per length bucket (the inverted-scaling
   curve: accuracy against how long the model thought).
 - Audio ablation: for each ablation variant, the share of items whose parsed answer changed from the clean
@@ -15,23 +17,10 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
-ACOUSTIC_TERMS = frozenset("""
-pitch pitches pitched tone tones tonal frequency frequencies hz khz hertz high higher highest low lower lowest
-loud louder loudest loudness quiet quieter quietest soft softer volume db decibel decibels amplitude level levels
-intensity energy duration long longer longest short shorter shortest seconds second ms millisecond milliseconds
-beep beeps click clicks pulse pulses onset onsets silence silent pause pauses gap gaps rhythm rhythmic tempo bpm
-beat beats fast faster slow slower rate timbre bright brighter dark darker warm harmonic harmonics overtone
-overtones noise noisy hiss buzz chord chords major minor note notes melody melodic rising falling ascending
-descending contour glide sweep chirp fade fades fading crescendo decrescendo echo reverb spectrum spectral
-formant vowel voice voices voiced speaker speakers accent intonation prosody stress sound sounds sounded hear
-heard listening audio clip waveform sine square sawtooth
-""".split())
-_WORD = re.compile(r"[A-Za-z]+")
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -112,28 +101,40 @@ def _mean(values: Sequence[float], scale: float) -> float | None:
 # ---------------------------------------------------------------------------------------------- grounding
 
 
-def words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text or "")]
+def grounding(chains: Sequence[tuple[str, str, dict | None]]) -> dict:
+    """Grounding numbers over finished reasoning chains.
 
+    Args:
+        chains: (reasoning, question as shown, item meta or None) per answered item.
+    Returns:
+        `{chains, empty_chains, acoustic_mention_rate, lexicon_pass_rate, acoustic_token_ratio,
+        verified_claim_rate, claims_checked}`; rates None without chains (the claim rate without checkable
+        claims).
+    """
+    from mgrd.grounding.claims import extract_claims, facts_from_meta, verify_claims
+    from mgrd.grounding.lexicon import PASS_SCORE, lexicon_score
 
-def mentions_acoustics(reasoning: str) -> bool:
-    """Whether a chain names at least one acoustic feature (a word of `ACOUSTIC_TERMS`)."""
-    return any(w in ACOUSTIC_TERMS for w in words(reasoning))
+    texts = [(r, q, m) for r, q, m in chains if r and r.strip()]
+    scores = [lexicon_score(r, q) for r, q, _ in texts]
+    checked = supported = 0
+    for reasoning, _, meta in texts:
+        facts = facts_from_meta(meta) if meta else {}
+        if not facts:
+            continue
+        statuses = [c.status for c in verify_claims(extract_claims(reasoning), facts)]
+        checked += sum(s != "unverifiable" for s in statuses)
+        supported += statuses.count("supported")
 
+    def share(flags) -> float | None:
+        flags = list(flags)
+        return round(sum(flags) / len(flags), 4) if flags else None
 
-def acoustic_token_ratio(reasoning: str) -> float | None:
-    """The share of a chain's words that are acoustic terms; None for an empty chain."""
-    tokens = words(reasoning)
-    return sum(w in ACOUSTIC_TERMS for w in tokens) / len(tokens) if tokens else None
-
-
-def grounding(reasonings: Sequence[str]) -> dict:
-    """Over the non-empty chains: how many there are, the share that mention acoustics, the mean acoustic ratio."""
-    chains = [r for r in reasonings if r and r.strip()]
-    ratios = [x for x in map(acoustic_token_ratio, chains) if x is not None]
-    return {"chains": len(chains), "empty_chains": len(reasonings) - len(chains),
-            "acoustic_mention_rate": round(sum(map(mentions_acoustics, chains)) / len(chains), 4) if chains else None,
-            "acoustic_token_ratio": round(float(np.mean(ratios)), 4) if ratios else None}
+    return {"chains": len(texts), "empty_chains": len(chains) - len(texts),
+            "acoustic_mention_rate": share(s.score > 0 for s in scores),
+            "lexicon_pass_rate": share(s.score >= PASS_SCORE for s in scores),
+            "acoustic_token_ratio": round(float(np.mean([s.ratio for s in scores])), 4) if scores else None,
+            "verified_claim_rate": round(supported / checked, 4) if checked else None,
+            "claims_checked": checked}
 
 
 # ---------------------------------------------------------------------------------------------- think length

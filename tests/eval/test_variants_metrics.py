@@ -86,12 +86,21 @@ def test_aggregate_pinned():
     assert metrics.macro({"a": {"official": 50.0}, "b": {"official": 100.0}, "c": {"official": None}}) == 75.0
 
 
-def test_grounding_and_think_length_pinned():
-    chains = ["The first tone is higher in pitch, about 880 Hz.", "I think the answer is B.", ""]
+def test_grounding_uses_the_filters_checker():
+    meta = {"f0_hz": [901.563, 834.115], "durations_s": [0.384, 0.674]}
+    question = "Listen to the two tones. Which one is higher in pitch?"
+    chains = [("The first tone sits near 902 Hz and the second near 834 Hz, so the first is higher.", question, meta),
+              ("The first tone sits near 902 Hz and the second near 600 Hz.", question, meta),
+              ("I think the answer is B.", question, meta), ("", question, meta)]
     g = metrics.grounding(chains)
-    assert (g["chains"], g["empty_chains"], g["acoustic_mention_rate"]) == (2, 1, 0.5)
-    assert metrics.acoustic_token_ratio("high tone, low tone") == 1.0
-    assert metrics.acoustic_token_ratio("the first tone") == pytest.approx(1 / 3)
+    assert (g["chains"], g["empty_chains"]) == (3, 1)
+    assert (g["acoustic_mention_rate"], g["lexicon_pass_rate"]) == (0.6667, 0.6667)
+    # chain 1: both frequencies and the comparison supported; chain 2: 902 Hz supported, 600 Hz contradicted
+    assert (g["claims_checked"], g["verified_claim_rate"]) == (5, 0.8)
+    assert metrics.grounding([("Higher, 900 Hz.", "", None)])["verified_claim_rate"] is None
+
+
+def test_think_length_and_sensitivity_pinned():
     buckets = metrics.length_buckets([10, 20, 30, 40], [1.0, 1.0, 0.0, 0.0], n_buckets=2)
     assert buckets == [{"lo": 10, "hi": 20, "n": 2, "accuracy": 100.0}, {"lo": 30, "hi": 40, "n": 2, "accuracy": 0.0}]
     assert metrics.think_length_stats([1, 2, 3])["p50"] == 2.0
