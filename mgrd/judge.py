@@ -150,6 +150,10 @@ class Judge:
 
     # ------------------------------------------------------------------------------------------ HTTP
 
+    def params(self) -> dict:
+        """The sampling parameters sent with (and hashed into the cache key of) every request."""
+        return self._params()
+
     def _params(self) -> dict:
         c = self.config
         return {"temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens}

@@ -149,7 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.action == "merge":
         if not args.runs or args.out is None:
             raise ValueError("eval merge needs run folders and --out: mgrd eval merge RUN1 RUN2 --out RUN")
-        summary = harness.merge(args.runs, args.out, _config(args) if args.task and args.data else None)
+        summary = harness.merge(args.runs, args.out, report=not args.no_report)
     else:
         if args.runs:
             extra = " ".join(map(str, args.runs))

@@ -397,7 +397,8 @@ def _judge_info(opts: ScoreOptions) -> dict | None:
     if opts.judge is None:
         return None
     c = opts.judge.config
-    return {"model": c.model, "base_url": c.base_url, "replay": c.replay, "stats": opts.judge.stats.to_dict()}
+    return {"model": c.model, "base_url": c.base_url, "replay": c.replay, "params": opts.judge.params(),
+            "stats": opts.judge.stats.to_dict()}
 
 
 # ---------------------------------------------------------------------------------------------- no model
@@ -466,33 +467,57 @@ def score_predictions(cfg: EvalConfig, predictions: Path) -> dict:
     return summary
 
 
-def merge(runs: Sequence[Path], out: Path, cfg: EvalConfig | None = None) -> dict:
-    """`mgrd eval merge`: join shard runs' samples into one run and score it as a whole (dataset order).
+def merge(runs: Sequence[Path], out: Path, report: bool = True) -> dict:
+    """`mgrd eval merge`: join shard runs' samples into one run and score it as a whole, in dataset order, with
+    the shards' scoring settings; judged benchmarks are rescored from the shards' judge caches (copied into
+    `OUT/judge_cache`, replayed: no judge is asked).
 
     Raises:
-        ValueError: runs of different tasks, or an (item, variant) answered in two shards.
+        ValueError: runs of different tasks or scoring settings, or an (item, variant) in two shards.
     """
     if not runs:
         raise ValueError("merge needs at least one run folder")
-    records, seen, tasks, data = [], {}, set(), {}
-    for run_dir in runs:
-        run_dir = Path(run_dir)
-        summary = json.loads((run_dir / SUMMARY).read_text()) if (run_dir / SUMMARY).is_file() else {}
-        tasks.add(summary.get("task") or json.loads((run_dir / CONFIG).read_text())["task"])
-        data = data or summary.get("data", {})
+    records, seen, summaries = [], {}, []
+    for run_dir in map(Path, runs):
+        if not (run_dir / SUMMARY).is_file():
+            raise ValueError(f"{run_dir}: no {SUMMARY} (not a finished eval run)")
+        summaries.append(json.loads((run_dir / SUMMARY).read_text()))
         for r in read_records(run_dir / SAMPLES):
             key = (r.item_id, r.extra.get("variant", "clean"))
             if key in seen:
                 raise ValueError(f"{run_dir}: item {key[0]} [{key[1]}] is also in {seen[key]}; shards must not overlap")
             seen[key] = run_dir
             records.append(r)
+    tasks = {s["task"] for s in summaries}
     if len(tasks) != 1:
         raise ValueError(f"cannot merge runs of different tasks: {sorted(tasks)}")
-    task = tasks.pop()
-    opts = score_options(cfg) if cfg is not None else ScoreOptions()
-    data = dict(data, n_selected=len({r.item_id for r in records}))
-    return finalize(Path(out), task, records, opts, data=data, settings={"merged": [str(r) for r in runs]},
-                    report=cfg.report if cfg is not None else True)
+    scoring = [{k: s["scoring"][k] for k in ("exact_bugs", "require_think", "options")} for s in summaries]
+    if any(x != scoring[0] for x in scoring):
+        raise ValueError(f"cannot merge runs scored with different settings: {scoring[0]} vs "
+                         f"{next(x for x in scoring if x != scoring[0])}")
+    out = Path(out)
+    judge = _merged_judge(runs, summaries, out)
+    opts = ScoreOptions(exact_bugs=scoring[0]["exact_bugs"], require_think=scoring[0]["require_think"], judge=judge,
+                        options=scoring[0]["options"])
+    data = dict(summaries[0].get("data", {}), n_selected=len({r.item_id for r in records}))
+    return finalize(out, tasks.pop(), records, opts, data=data, settings={"merged": [str(r) for r in runs]},
+                    report=report)
+
+
+def _merged_judge(runs: Sequence[Path], summaries: list[dict], out: Path):
+    """A replaying judge over the shards' judge caches (copied into OUT), or None when no shard was judged."""
+    import shutil
+
+    from mgrd.judge import Judge, JudgeConfig
+
+    info = next((s["scoring"]["judge"] for s in summaries if s["scoring"].get("judge")), None)
+    if info is None:
+        return None
+    for run_dir in map(Path, runs):
+        if (run_dir / "judge_cache").is_dir():
+            shutil.copytree(run_dir / "judge_cache", out / "judge_cache", dirs_exist_ok=True)
+    params = info.get("params", {})
+    return Judge(JudgeConfig(model=info["model"], cache_dir=out / "judge_cache", replay=True, **params))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -83,3 +83,21 @@ def test_wildspeech_judge_scores_times_ten_with_invalid_counted(tmp_path):
     assert (summary["overall"]["official"], summary["overall"]["judge_invalid"]) == (45.0, 1)
     assert summary["categories"]["noise"]["human_noise"]["official"] == 10.0
     assert "Does the response follow" in judge.prompts[0] and "- Names Paris." in judge.prompts[0]
+
+
+def test_merged_shards_rescore_from_the_judge_caches_without_asking(tmp_path):
+    data = fx.write_bba(tmp_path / "bba")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "0", "output": "invalid"}, {"id": "250", "output": "unsure"}, {"id": "500", "output": "18"},
+        {"id": "750", "output": "yes"}]))
+    judge = RuleJudge()
+    with serve(judge.app) as url:
+        for i in range(2):
+            assert run_score("big_bench_audio", data, preds, tmp_path / f"s{i}", url, "--shard", f"{i}/2") == 0
+    asked = len(judge.prompts)
+    assert main(["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m"), "--no-report"]) == 0
+    merged = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert len(judge.prompts) == asked == 4
+    assert (merged["overall"]["official"], merged["overall"]["judge_invalid"]) == (66.6667, 1)
+    assert merged["scoring"]["judge"]["replay"] and merged["scoring"]["judge"]["stats"]["cache_hits"] == 4
