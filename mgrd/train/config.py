@@ -52,7 +52,8 @@ class RunConfig:
     name: str = option("sft", "run name: everything goes to <out_dir>/<name>/")
     out_dir: str = option("runs", "folder holding the run folders")
     seed: int = option(0, "seed for the model init (fresh presets), the data order and dropout")
-    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available); under torchrun each rank takes its GPU")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available); under torchrun each rank "
+                                 "takes its own GPU")
     max_steps: int = option(100, "optimiser steps to run (the cosine schedule ends here)")
     log_every: int = option(1, "write a metrics row (metrics.jsonl, TensorBoard) every N steps")
     eval_every: int = option(0, "evaluate on the held-out manifests at step 0 and every N steps (0: only at the end, "
@@ -83,7 +84,7 @@ class OptimConfig:
     """AdamW with a warm-up then cosine schedule, gradient clipping, and the batch geometry."""
 
     lr: float = option(1e-5, "peak learning rate (after warm-up)")
-    weight_decay: float = option(0.0, "AdamW decoupled weight decay on matrices (never on biases, norms, embeddings' 1-D)")
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay on matrices (never on 1-D tensors: biases, norms)")
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.95, "AdamW beta2")
     eps: float = option(1e-8, "AdamW epsilon")

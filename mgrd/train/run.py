@@ -10,7 +10,7 @@ Layout:
                                    frozen ones are rebuilt from the model's source), optimizer.pt, rng.pt (python,
                                    numpy, torch and CUDA generators of every rank), state.json (step, scheduler, data
                                    position, and the model fingerprint a resume is checked against)
-      final/                       the trained model in the official layout with its tokenizer (`mgrd generate` loads it)
+      final/                       the trained model, official layout, with its tokenizer (`mgrd generate` loads it)
       final_lora/                  with LoRA: the adapter alone (peft adapter_config.json + adapter_model.safetensors)
       done.json                    written last: the run finished
 
@@ -294,7 +294,8 @@ def fingerprint_diff(saved: dict, current: dict) -> list[str]:
         problems.append(f"{len(extra)} checkpoint tensor(s) not trainable here, e.g. {extra[0]}")
     shapes = [k for k in sorted(set(ta) & set(tb)) if list(ta[k]) != list(tb[k])]
     if shapes:
-        problems.append(f"{len(shapes)} tensor(s) of another shape, e.g. {shapes[0]} {ta[shapes[0]]} vs {tb[shapes[0]]}")
+        first = shapes[0]
+        problems.append(f"{len(shapes)} tensor(s) of another shape, e.g. {first} {ta[first]} vs {tb[first]}")
     return problems
 
 

@@ -137,6 +137,15 @@ def load_model_and_tokenizer(setup: ModelSetup, device: torch.device, seed: int)
     return model, tokenizer
 
 
+def activation_checkpointing(model, enabled: bool = True) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them (transformers' own
+    non-reentrant checkpointing of the Qwen2 layers; the encoder and adapter are small and keep theirs)."""
+    if enabled:
+        model.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.model.activation_checkpointing_disable()
+
+
 def context_limit(model_config, data: SFTDataConfig) -> int:
     """The longest example in tokens: `data.max_length`, or the model's `max_position_embeddings`."""
     positions = int(model_config.text.get("max_position_embeddings", 32768))
@@ -164,7 +173,9 @@ class SFTTrainer:
         self.run_dir.prepare(dataclasses.asdict(cfg), resume=cfg.run.resume)
         torch.manual_seed(cfg.run.seed)
         setup = cfg.model
-        load_device = torch.device("cpu") if setup.distributed == "fsdp2" and self.info.distributed else self.info.device
+        # FSDP2 moves each layer's shard to the GPU as it wraps it: load on the CPU, not a full copy per GPU
+        sharded = setup.distributed == "fsdp2" and self.info.distributed
+        load_device = torch.device("cpu") if sharded else self.info.device
         model, self.tokenizer = load_model_and_tokenizer(setup, load_device, cfg.run.seed)
         from mgrd.train.optim import prepare_trainable
         from mgrd.train.run import model_fingerprint
@@ -173,7 +184,7 @@ class SFTTrainer:
         self.fingerprint = model_fingerprint(model, self.trainable)
         self.model_config = model.config
         if setup.activation_checkpointing:
-            model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            activation_checkpointing(model)
         param_dtype = torch.bfloat16 if setup.autocast_bf16 and self.info.device.type == "cuda" else None
         self.model = dist.wrap(model, setup.distributed, self.info, param_dtype=param_dtype)
         self.device = self.info.device
@@ -438,20 +449,25 @@ def dry_run(cfg: SFTConfig) -> str:
     from mgrd.models import AudioReasoner, ModelConfig
     from mgrd.models.presets import parameter_counts, preset_config, tiny
 
-    if cfg.model.path is not None:
+    note = []
+    if cfg.model.path is not None and (Path(cfg.model.path) / "config.json").is_file():
         config = ModelConfig.from_file(Path(cfg.model.path) / "config.json")
     else:
         config = tiny() if cfg.model.preset == "tiny" else preset_config(cfg.model.preset)
+        if cfg.model.path is not None:
+            note = [f"note: {cfg.model.path}/config.json not found; planning the {cfg.model.preset} preset"]
     from mgrd.train.optim import prepare_trainable
 
     with torch.device("meta"):
         model = AudioReasoner(config)
         prepare_trainable(model, cfg.model)
     counts = parameter_counts(model)
-    world = dist.info().world_size
-    lines = [f"sft {cfg.run.name} -> {cfg.run.path}",
+    # the GPUs planned for: torchrun's WORLD_SIZE, else 8 for ddp / fsdp2 (as the memory plan assumes)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = world if world > 1 else (8 if cfg.model.distributed != "none" else 1)
+    lines = note + [f"sft {cfg.run.name} -> {cfg.run.path}",
              "parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
-             f"batch: {cfg.optim.micro_batch_size} x {cfg.optim.grad_accum} accum x {world} process(es) = "
+             f"batch: {cfg.optim.micro_batch_size} x {cfg.optim.grad_accum} accum x {world} GPU(s)/process(es) = "
              f"{cfg.optim.micro_batch_size * cfg.optim.grad_accum * world} sequences per step, "
              f"{cfg.run.max_steps} steps",
              f"context: {context_limit(config, cfg.data)} tokens"]

@@ -205,7 +205,8 @@ def test_checkpoint_restores_exactly_and_refuses_another_model(model, tmp_path, 
     # a wider model is refused with a message naming the difference
     other = build_model(tiny(len(tok), ids), seed=0)
     other.config.text["hidden_size"] = 256
-    with pytest.raises(CheckpointMismatchError, match="another model: config text_config.hidden_size is 128 there, 256 here"):
+    message = "another model: config text_config.hidden_size is 128 there, 256 here"
+    with pytest.raises(CheckpointMismatchError, match=message):
         run.load_checkpoint(path, model, opt, model_fingerprint(other))
 
 

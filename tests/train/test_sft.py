@@ -154,6 +154,41 @@ def test_grad_accumulation_1x8_equals_8x1(trainer):
         torch.testing.assert_close(p_eight[n][resolved], p_one[n][resolved], rtol=0, atol=1e-3 * lr, msg=n)
 
 
+def test_activation_checkpointing_is_exact_and_bf16_autocast_is_close(trainer):
+    from mgrd.train.sft import activation_checkpointing
+
+    examples = trainer.data.sources["audio_qa"][:1] + trainer.data.sources["task_cot"][:1]
+    batch = collate_sft(examples, trainer.pad_id)
+    model = trainer.model
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        with trainer._autocast():
+            out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens)
+            total, n = token_loss_sum(out.logits, batch.labels)
+        (total / n).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return float(total.detach() / n), grads
+
+    model.train()
+    plain, g_plain = loss_and_grads()
+    activation_checkpointing(model)
+    try:
+        ckpt, g_ckpt = loss_and_grads()
+    finally:
+        activation_checkpointing(model, enabled=False)
+    assert ckpt == pytest.approx(plain, rel=1e-6)
+    for k, g in g_plain.items():  # the same kernels recomputed: equal up to fp32 rounding
+        torch.testing.assert_close(g_ckpt[k], g, rtol=1e-5, atol=1e-7, msg=k)
+    trainer.cfg.model.autocast_bf16 = True
+    try:
+        low, _ = loss_and_grads()
+    finally:
+        trainer.cfg.model.autocast_bf16 = False
+    assert low == pytest.approx(plain, rel=2e-2) and low != plain  # bf16 has 8 mantissa bits
+
+
 # ---------------------------------------------------------------------------------------------- learning
 
 
@@ -246,7 +281,8 @@ def test_empty_dataset_is_a_clear_error(suite, tmp_path):
                                  if json.loads(line)["task"] == "text_compare"))
     only_audio_cot = ["data.task_cot.weight=0", "data.audio_qa.weight=0", "data.conversation.weight=0",
                       "data.audio_cot.weight=1"]
-    with pytest.raises(ValueError, match=r"text.jsonl\) hold no item of the weighted sources' kinds \(audio_cot: audio"):
+    message = r"text.jsonl\) hold no item of the weighted sources' kinds \(audio_cot: audio"
+    with pytest.raises(ValueError, match=message):
         SFTTrainer(config(suite, tmp_path, "run.name=b", *only_audio_cot, f"data.audio_cot.manifests=[{text_only}]"))
     (tmp_path / "none.jsonl").write_text("")
     with pytest.raises(ValueError, match="none.jsonl: manifest has no rows"):
@@ -295,6 +331,14 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(suite, full_run, t
 def test_unknown_config_key_is_named(capsys):
     assert main(["--set", "optim.lrr=1e-4"]) == 2
     assert "unknown config key optim.lrr (did you mean optim.lr?)" in capsys.readouterr().err
+
+
+@pytest.mark.integration  # builds the 8B and 33B presets on the meta device (seconds)
+@pytest.mark.parametrize("name", ["sft_tiny", "sft_step_audio_2_mini", "sft_step_audio_r1"])
+def test_every_shipped_config_loads_and_dry_runs(name, capsys):
+    assert main(["--config", name, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: encoder" in out and "per GPU" in out
 
 
 @pytest.mark.integration  # builds the 33B preset on the meta device (seconds)
