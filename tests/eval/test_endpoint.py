@@ -6,6 +6,7 @@ import base64
 import io
 import json
 
+import pytest
 import soundfile as sf
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -75,3 +76,27 @@ def test_endpoint_run_error_then_resume(tmp_path, capsys):
     assert len(records) == 4
     assert records[0]["completions"][0]["text"] == "The voice is low.\n</think>\nA"
     assert records[0]["completions"][0]["reasoning"] == "The voice is low."
+
+
+@pytest.mark.integration
+def test_mgrd_serve_endpoint_answers_as_the_local_path(tiny_model, tiny_suite, tmp_path):
+    """The same greedy tokens through `mgrd serve` (input_audio WAV parts, the server's own prompt encoding) as
+    through the local rollout path: the endpoint client sends the report's prompt unchanged."""
+    app_module = pytest.importorskip("mgrd.serve.app")
+    model, suite = tiny_model, tiny_suite
+    common = ["--task", "synthetic", "--data", str(suite), "--temperature", "0", "--max-new-tokens", "12",
+              "--require-think", "--no-progress", "--no-report"]
+    server = app_module.load_server(model, served_model_name="tiny", max_model_len=512)
+    try:
+        with serve(app_module.create_app(server)) as url:
+            assert main([*common, "--endpoint", url, "--served-model", "tiny", "--out", str(tmp_path / "ep")]) == 0
+    finally:
+        server.scheduler.stop()
+    assert main([*common, "--model", str(model), "--batch-size", "4", "--out", str(tmp_path / "local")]) == 0
+
+    def completions(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "samples.jsonl").read_text().splitlines()]
+        return {r["item_id"]: (r["completions"][0]["reasoning"], r["completions"][0]["answer"],
+                               r["completions"][0]["n_tokens"]) for r in rows}
+
+    assert completions("ep") == completions("local") and len(completions("ep")) == 4

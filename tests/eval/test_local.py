@@ -13,20 +13,9 @@ from mgrd.tokenizer import load_tokenizer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from mgrd.data.synth.writer import synthesize
-    from mgrd.models.presets import init_checkpoint
-
-    root = tmp_path_factory.mktemp("local")
-    model = init_checkpoint("tiny", root / "tiny")
-    suite = synthesize(root / "suite", n=4, seed=0, families=["pitch_compare", "beep_count"], split="test",
-                       progress=False).parent
-    return model, suite
-
-
-def test_tiny_model_run_writes_everything_and_resumes_without_the_model(setup, tmp_path, monkeypatch):
-    model, suite = setup
+def test_tiny_model_run_writes_everything_and_resumes_without_the_model(tiny_model, tiny_suite, tmp_path,
+                                                                         monkeypatch):
+    model, suite = tiny_model, tiny_suite
     args = ["--task", "synthetic", "--data", str(suite), "--model", str(model), "--out", str(tmp_path / "run"),
             "--max-new-tokens", "8", "--temperature", "0", "--batch-size", "4",
             "--variants", "clean,silence,think0,think3", "--answer-tokens", "4",
