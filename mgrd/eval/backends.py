@@ -25,8 +25,8 @@ from pathlib import Path
 
 from mgrd.audio import AudioError, load_audio, split_chunks
 from mgrd.chat import THINK_END
+from mgrd.eval.variants import apply, wav_bytes
 from mgrd.eval.variants import think_budget as variant_budget
-from mgrd.eval.variants import wav_bytes
 from mgrd.generate import SamplingConfig, decode_text
 from mgrd.tasks import get_task
 
@@ -36,7 +36,8 @@ FORCED_CLOSE = f"\n{THINK_END}\n"
 
 @dataclass
 class Job:
-    """One prompt to answer: its key in the run, the row the task prompts from, and the task name."""
+    """One prompt to answer: its key in the run (item id, audio variant), the row the task prompts from (clean
+    audio; the backend builds the variant's audio when it builds the prompt), and the task name."""
 
     key: tuple[str, str]  # (item id, variant)
     row: dict
@@ -93,7 +94,8 @@ class LocalModel:
         prompts, ready, failed = [], [], []
         for job in jobs:
             try:
-                prompts.append(get_task(job.task).encode_prompt(job.row, self.tokenizer,
+                row = apply(job.row, job.key[1])  # the variant's audio, made only now (memory)
+                prompts.append(get_task(job.task).encode_prompt(row, self.tokenizer,
                                                                 audio_config=self.model.config.audio))
                 ready.append(job)
             except (AudioError, ValueError) as err:  # a clip that cannot be read is this item's error only
@@ -195,7 +197,7 @@ class Endpoint:
                 yield [future.result()]
 
     def _request(self, job: Job) -> dict:
-        messages = openai_messages(get_task(job.task).prompt(job.row))
+        messages = openai_messages(get_task(job.task).prompt(apply(job.row, job.key[1])))
         s = self.sampling
         body = {"model": self.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
                 "max_tokens": s.max_new_tokens}

@@ -33,7 +33,7 @@ from mgrd.data.records import CompletionRecord, SampleRecord, append_records, re
 from mgrd.eval import metrics
 from mgrd.eval.backends import Job, Output
 from mgrd.eval.benchmarks import EvalItem, LoadedSet, ScoreOptions, get_benchmark
-from mgrd.eval.variants import ABLATIONS, apply, check_variant, think_budget
+from mgrd.eval.variants import ABLATIONS, check_variant, think_budget
 from mgrd.generate import SamplingConfig
 from mgrd.tasks import get_task
 
@@ -57,7 +57,7 @@ class EvalConfig:
         variants: audio variants to ask (`clean`, `silence`, `noise`, `snr10`, `speed1.25`, ...).
         sampling: the model's sampling (the report's: temperature 0.7, 32000 new tokens, capped to the context).
         exact_bugs, require_think, options: scoring choices (`ScoreOptions`); require_think None = True for a
-            local model (the prompt opens the think block), False for an endpoint.
+            local model or `think_prefix` (the prompt opens the think block), False for an endpoint.
         judge_*: the LLM judge for Big Bench Audio and Wild Speech (`mgrd.judge`).
     """
 
@@ -161,7 +161,7 @@ def run(cfg: EvalConfig, backend=None) -> dict:
         log.info("%s: asking %d of %d prompts (%d answered before)", out, len(jobs), len(items) * len(variants),
                  len(items) * len(variants) - len(jobs))
         with tqdm(total=len(jobs), desc=f"eval {cfg.task}", disable=not cfg.progress, unit="item") as bar:
-            for outputs in backend.generate(_with_variants(jobs)):
+            for outputs in backend.generate(jobs):
                 append_records(samples, [_record(by_id[o.key[0]], o, model_name) for o in outputs])
                 bar.update(len(outputs))
     records = _latest(read_records(samples), {item.id for item in items}, variants)
@@ -177,26 +177,6 @@ def make_backend(cfg: EvalConfig):
                           think_budget=cfg.think_budget, answer_tokens=cfg.answer_tokens)
     return Endpoint(cfg.endpoint, cfg.sampling, api_key=cfg.api_key, model=cfg.served_model, timeout_s=cfg.timeout_s,
                     max_retries=cfg.max_retries, concurrency=cfg.concurrency, think_prefix=cfg.think_prefix)
-
-
-def _with_variants(jobs: list[Job]):
-    """Jobs with their audio replaced by their variant, made lazily (a corrupted clip is built when asked)."""
-    return _LazyJobs(jobs)
-
-
-class _LazyJobs(list):
-    def __getitem__(self, index):
-        got = super().__getitem__(index)
-        if isinstance(index, slice):
-            return [self._apply(j) for j in got]
-        return self._apply(got)
-
-    def __iter__(self):
-        return (self._apply(j) for j in super().__iter__())
-
-    @staticmethod
-    def _apply(job: Job) -> Job:
-        return Job(job.key, apply(job.row, job.key[1]), job.task)
 
 
 def _record(item: EvalItem, output: Output, model_name: str) -> SampleRecord:
@@ -277,7 +257,8 @@ def score_options(cfg: EvalConfig) -> ScoreOptions:
         cache = cfg.judge_cache or Path(cfg.out) / "judge_cache"
         judge = Judge(JudgeConfig(base_url=cfg.judge_endpoint, model=cfg.judge_model, api_key=cfg.judge_api_key,
                                   cache_dir=cache, replay=cfg.judge_replay))
-    require_think = cfg.require_think if cfg.require_think is not None else cfg.endpoint is None
+    # a local model's prompt (or the official client's prefix) opens the think block: no </think>, no answer
+    require_think = cfg.require_think if cfg.require_think is not None else cfg.endpoint is None or cfg.think_prefix
     return ScoreOptions(exact_bugs=cfg.exact_bugs, require_think=require_think, judge=judge, options=dict(cfg.options))
 
 

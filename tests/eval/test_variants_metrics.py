@@ -106,3 +106,22 @@ def test_think_length_and_sensitivity_pinned():
     assert metrics.think_length_stats([1, 2, 3])["p50"] == 2.0
     s = metrics.sensitivity({"a": "B", "b": "A", "c": None}, {"a": "B", "b": "B", "c": None})
     assert s == {"n": 3, "changed": 1, "sensitivity": 0.3333}
+
+
+def test_think_prefix_request_is_the_official_clients(tmp_path):
+    from mgrd.eval.backends import Endpoint, Job
+    from mgrd.generate import SamplingConfig
+
+    path = fx.write_wav(tmp_path / "a.wav")
+    row = {"id": "x", "task": "big_bench_audio", "audio": [str(path)], "question": "Q", "choices": None, "answer": "1"}
+    client = Endpoint("http://127.0.0.1:9/v1", SamplingConfig(temperature=0.7, max_new_tokens=32000),
+                      think_prefix=True)
+    body = client._request(Job(("x", "noise"), row, "big_bench_audio"))
+    user, assistant = body["messages"]
+    assert [p["type"] for p in user["content"]] == ["input_audio", "text"]  # BBA: audio first
+    assert assistant == {"role": "assistant", "content": "<think>\n"}
+    assert body["extra_body"] == {"continue_final_message": True, "add_generation_prompt": False,
+                                  "skip_special_tokens": False, "stop_token_ids": [151665]}
+    # the variant's audio went out, not the clean clip
+    clean = Endpoint("http://127.0.0.1:9/v1", SamplingConfig())._request(Job(("x", "clean"), row, "big_bench_audio"))
+    assert clean["messages"][0]["content"][0] != user["content"][0] and "extra_body" not in clean
