@@ -9,7 +9,8 @@ collectives a trainer needs to be rank-correct.
   FSDP2 shards frozen parameters like the others and gives them no gradient.
 - Rank-correct training (what a trainer calls; see each docstring): `shard` splits a list per rank, `loss_divisor`
   normalises a summed token loss by the *global* token count, `grad_sync` skips the gradient all-reduce on
-  accumulation micro-steps, `clip_grad_norm` clips by the global norm (sharded or not), `reduce_metrics` averages /
+  accumulation micro-steps, `UnusedParams.drop_grads` leaves modules no rank ran without gradients (as one
+  process does), `clip_grad_norm` clips by the global norm (sharded or not), `reduce_metrics` averages /
   sums / maxes a metric dict over ranks, `full_state_dict` / `load_full_state_dict` gather and scatter model and
   optimizer states for checkpoints (written by rank 0 only: `is_main`).
 
@@ -87,7 +88,7 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
             (gloo's default, 30 minutes, turns a bug into a long hang).
     Returns:
         DistInfo. The backend is NCCL for a CUDA device and gloo otherwise. Calling `init` again while the group
-        runs returns the same facts.
+        runs returns the same facts; after `cleanup` it starts a new group (runs one after another in a process).
     """
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -105,8 +106,28 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s), **kwargs)
+        timeout = timedelta(seconds=timeout_s)
+        dist.init_process_group(backend, store=_fresh_store(timeout), rank=rank, world_size=world, timeout=timeout,
+                                **kwargs)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
+
+
+_BASE_STORE: list = []  # the torchrun rendezvous store, kept for the life of the process
+_GROUPS_STARTED = [0]
+
+
+def _fresh_store(timeout: timedelta):
+    """The rendezvous store under a prefix of its own for each process group this process starts.
+
+    One process may start and stop several groups (the MGRD loop runs SFT then RL, each calling `init` and
+    `cleanup`). With `env://` every group would reuse the same store keys and read the previous group's stale
+    addresses (gloo: "connection refused"). Every rank starts its groups in the same order, so the counter agrees.
+    """
+    if not _BASE_STORE:
+        store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+        _BASE_STORE.append(store)
+    _GROUPS_STARTED[0] += 1
+    return dist.PrefixStore(f"mgrd_group_{_GROUPS_STARTED[0]}", _BASE_STORE[0])
 
 
 def info() -> DistInfo:
@@ -385,6 +406,51 @@ def clip_grad_norm(parameters, max_norm: float) -> float:
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     full = getattr(norm, "full_tensor", None)  # a DTensor norm (FSDP2) holds the global value
     return float(full() if full is not None else norm)
+
+
+class UnusedParams:
+    """Gives the parameters no rank used in a step no gradient (None), as one process would.
+
+    In one process a module that does not run (the audio adapter under a text-only batch) leaves its gradients
+    None, and AdamW skips those parameters: no moment decay, no step count, no weight decay. Under DDP
+    (`find_unused_parameters`) and FSDP2 (`set_reduce_scatter_unused_params`) such parameters get *zero*
+    gradients instead, so AdamW moves them on its momentum and the runs drift apart. This tracker notes which
+    modules ran a forward this step (a forward pre-hook on each module that owns trainable parameters) and, after
+    the backward, drops the gradients of those that ran on no rank.
+
+    Usage: `unused = UnusedParams(model)` once after `wrap`; `unused.drop_grads()` after the step's last backward,
+    before clipping and `optimizer.step()`. One small all-reduce per step; nothing in a single process.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.modules = [m for m in unwrap(model).modules()
+                        if any(p.requires_grad for p in m.parameters(recurse=False))]
+        self.ran = [False] * len(self.modules)
+        self._hooks = [m.register_forward_pre_hook(self._marker(i)) for i, m in enumerate(self.modules)]
+
+    def _marker(self, i: int):
+        def hook(module, args):
+            if torch.is_grad_enabled():
+                self.ran[i] = True
+        return hook
+
+    def drop_grads(self, dist_info: DistInfo | None = None) -> int:
+        """Set to None the gradients of modules that ran on no rank since the last call; returns how many modules."""
+        ran = self.ran
+        self.ran = [False] * len(self.modules)
+        if not dist.is_initialized():
+            return 0  # one process: autograd already left them None
+        flags = torch.tensor(ran, dtype=torch.int32, device=(dist_info or info()).device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        idle = [m for m, f in zip(self.modules, flags.tolist()) if not f]
+        for m in idle:
+            for p in m.parameters(recurse=False):
+                p.grad = None
+        return len(idle)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints

@@ -1,9 +1,11 @@
 """A few AdamW steps of the tiny preset on a fixed global batch, with `mgrd.train.distributed`'s rank-correct parts.
 
 Run by `tests/train/test_distributed.py` in two ways on the same global batches:
-- under `torchrun --nproc-per-node 2` as `python torchrun_dist.py OUT STRATEGY...` (ddp, fsdp2): for each strategy
-  in turn each rank trains a fresh model on its `shard` of every global batch in micro-batches; rank 0 writes
-  {strategy: result} to OUT (`torch.save`). One launch for both strategies saves a second start-up (imports).
+- under `torchrun --nproc-per-node 2` as `python torchrun_dist.py OUT SFT_ARGV_JSON STRATEGY...` (ddp, fsdp2): for
+  each strategy in turn each rank trains a fresh model on its `shard` of every global batch in micro-batches; rank 0
+  writes {strategy: result} to OUT (`torch.save`). Then, in the same processes, each argument list of
+  SFT_ARGV_JSON (a JSON list of `mgrd sft` argument lists) runs through `mgrd.train.sft.main`, which starts and
+  stops a process group of its own. One launch for everything saves the start-up (imports) of the next.
 - in the test process itself through `train("none", DistInfo())`, one process taking the whole global batch.
 The two results (loss per step, gradient norm per step, final parameters) must agree to float tolerance.
 
@@ -13,6 +15,7 @@ trainer's only so that the distributed primitives are tested on their own.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -28,16 +31,18 @@ SEED = 0
 
 
 def conversations(step: int) -> list[dict]:
-    """The global batch of `step`: even rows carry a short tone clip, odd rows are text only.
+    """The global batch of `step`: even rows carry a short tone clip, odd rows are text only; step 1 is all text.
 
     Under 2 ranks the strided shard gives rank 0 every audio row and rank 1 none, so the adapter gets gradients on
-    one rank only (DDP's unused parameters, FSDP2's zero reduce-scatter) and the ranks' token counts differ.
+    one rank only (DDP's unused parameters, FSDP2's zero reduce-scatter) and the ranks' token counts differ. In
+    step 1 no rank runs the adapter: one process leaves its gradients None (AdamW skips it), and so must 2 ranks
+    (`UnusedParams`).
     """
     rng = np.random.default_rng(100 + step)
     rows = []
     for i in range(GLOBAL_BATCH):
         answer = " ".join(["high", "low", "tone", "beep"][j] for j in rng.integers(0, 4, size=1 + i % 5))
-        if i % 2 == 0:
+        if i % 2 == 0 and step != 1:
             t = np.arange(int(16000 * (0.2 + 0.1 * (i % 3)))) / 16000
             clip = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
             content = [{"type": "audio", "audio": clip}, {"type": "text", "text": "Which tone?"}]
@@ -96,6 +101,7 @@ def train(strategy: str, info: D.DistInfo) -> dict:
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     wrapped = D.wrap(model.train(), strategy, info)
     params = [p for p in wrapped.parameters() if p.requires_grad]
+    unused = D.UnusedParams(wrapped)
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
     pad = tok.pad_token_id
     losses, norms = [], []
@@ -110,6 +116,7 @@ def train(strategy: str, info: D.DistInfo) -> dict:
                 loss, _ = token_loss_sum(wrapped, batch)
                 (loss / divisor).backward()
             loss_sum += loss.item()
+        unused.drop_grads(info)
         norms.append(D.clip_grad_norm(params, 1.0))
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -121,14 +128,22 @@ def train(strategy: str, info: D.DistInfo) -> dict:
 
 
 if __name__ == "__main__":
-    out, strategies = sys.argv[1], sys.argv[2:]
+    out, sft_runs, strategies = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
     torch.set_num_threads(1)
     info = D.init("cpu", timeout_s=120)  # a rank out of step fails in 2 minutes, not gloo's 30
     try:
         results = {s: dict(train(s, info), world_size=info.world_size) for s in strategies}
         results["collectives"] = collectives(info)
+        D.cleanup()  # a second group in the same processes (the MGRD loop runs stage after stage)
+        info = D.init("cpu", timeout_s=120)
+        results["collectives"]["second_group"] = D.reduce_metrics({"a": info.rank + 1}, "sum", info)
         if D.is_main():
             torch.save(results, out)
         D.barrier()
     finally:
         D.cleanup()
+    from mgrd.train.sft import main
+
+    for argv in sft_runs:
+        if main(argv):
+            raise SystemExit(f"mgrd sft {' '.join(argv)} failed")
