@@ -170,3 +170,13 @@ def test_clip_facts_of_two_tones_with_silence_around():
     assert facts["onsets_s"] == pytest.approx([0.2, 0.9], abs=0.01)
     assert facts["durations_s"] == pytest.approx([0.5, 0.3], abs=0.01)
     assert facts["levels_db"] == pytest.approx([0.0, -6.02], abs=0.3)  # half the amplitude
+
+
+def test_measured_facts_get_wider_tolerances_and_tiny_trends_prove_nothing():
+    text = "The tone lasts 0.56 s and is getting softer."
+    claims = extract_claims(text)
+    facts = {"durations_s": [0.5], "change_db": -1.0}
+    # 60 ms off: beyond the 25 ms (5 %) for a fact from meta, within 25 + 20 + 25 ms for a measured one
+    assert [c.status for c in verify_claims(claims, facts)] == ["contradicted", "supported"]
+    assert [c.status for c in verify_claims(claims, facts, measured=True)] == ["supported", "unverifiable"]
+    assert [c.status for c in verify_claims(claims, {"change_db": -2.5}, measured=True)][1] == "supported"
