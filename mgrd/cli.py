@@ -40,6 +40,7 @@ Start here (all offline, on a CPU):
 # Commands whose module imports torch at the top: (module with `add_parser`, the line `mgrd --help` shows)
 HEAVY_COMMANDS = {
     "sft": ("mgrd.train.sft", "supervised fine-tuning on the cold-start mixture (task CoT, conversation, audio QA)"),
+    "rl": ("mgrd.train.rl", "reinforcement learning with verifiable rewards (PPO as in the report, or GRPO)"),
 }
 
 
