@@ -164,9 +164,12 @@ def run(cfg: EvalConfig, backend=None) -> dict:
             for outputs in backend.generate(jobs):
                 append_records(samples, [_record(by_id[o.key[0]], o, model_name) for o in outputs])
                 bar.update(len(outputs))
-    records = _latest(read_records(samples), {item.id for item in items}, variants)
-    return finalize(out, cfg.task, records, score_options(cfg), data=_data_info(loaded, len(items)),
-                    settings=_settings(cfg), report=cfg.report)
+    latest = _latest(read_records(samples))
+    ids = {item.id for item in items}
+    chosen = [r for r in latest if r.item_id in ids and r.extra.get("variant", "clean") in variants]
+    others = [r for r in latest if not (r.item_id in ids and r.extra.get("variant", "clean") in variants)]
+    return finalize(out, cfg.task, chosen, score_options(cfg), data=_data_info(loaded, len(items)),
+                    settings=_settings(cfg), report=cfg.report, keep=others)
 
 
 def make_backend(cfg: EvalConfig):
@@ -199,13 +202,11 @@ def _answered(samples: Path) -> set[tuple[str, str]]:
             if r.completions and not r.extra.get("error")}
 
 
-def _latest(records: list[SampleRecord], ids: set[str], variants: Sequence[str]) -> list[SampleRecord]:
-    """The last record of each (id, variant) of this run (an answer beats a later error)."""
+def _latest(records: list[SampleRecord]) -> list[SampleRecord]:
+    """The last record of each (id, variant) (an answer beats a later error)."""
     latest: dict[tuple[str, str], SampleRecord] = {}
     for r in records:
         key = (r.item_id, r.extra.get("variant", "clean"))
-        if r.item_id not in ids or key[1] not in variants:
-            continue
         if key in latest and latest[key].completions and not r.completions:
             continue
         latest[key] = r
@@ -266,8 +267,11 @@ def score_options(cfg: EvalConfig) -> ScoreOptions:
 
 
 def finalize(out: Path, task: str, records: list[SampleRecord], opts: ScoreOptions, *, data: dict | None = None,
-             settings: dict | None = None, report: bool = True) -> dict:
+             settings: dict | None = None, report: bool = True, keep: Sequence[SampleRecord] = ()) -> dict:
     """Score records in dataset order, rewrite `samples.jsonl` with the verdicts, write `summary.json`.
+
+    `keep`: records of the run folder outside this selection (other items or variants asked earlier), written
+    back unchanged after the scored ones, so a narrower rerun loses nothing.
 
     Returns:
         The summary.
@@ -280,7 +284,7 @@ def finalize(out: Path, task: str, records: list[SampleRecord], opts: ScoreOptio
         variants.setdefault(r.extra.get("variant", "clean"), []).append(r)
     for group in variants.values():
         _score_group(bench, group, opts)
-    write_records(Path(out) / SAMPLES, records)
+    write_records(Path(out) / SAMPLES, records + list(keep))
     summary = summarize(bench, variants, opts, data or {}, settings or {})
     write_json(Path(out) / SUMMARY, summary)
     if report:

@@ -51,3 +51,8 @@ def test_tiny_model_run_writes_everything_and_resumes_without_the_model(tiny_mod
     before = (run / "samples.jsonl").read_text()
     assert main(args) == 0
     assert (run / "samples.jsonl").read_text() == before
+    # a narrower rerun (one variant, two items) scores its selection and keeps every other record in the file
+    assert main([*args[:-5], "--variants", "clean", "--limit", "2", "--no-progress"]) == 0
+    narrow = json.loads((run / "summary.json").read_text())
+    assert narrow["overall"]["n"] == 2 and list(narrow["variants"]) == ["clean"]
+    assert len((run / "samples.jsonl").read_text().splitlines()) == 16
