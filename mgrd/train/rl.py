@@ -557,16 +557,16 @@ def build_trainer(cfg: RLConfig, dist_info) -> Trainer:
         critic.lm_head.requires_grad_(True)  # the value head trains even when the LLM is LoRA-only
     if cfg.algo.kl_coef > 0:
         reference = make_reference(policy)
+    # wrap before building the optimiser: FSDP2 replaces the parameters with sharded ones
+    policy = wrap(policy, cfg.model.distributed, dist_info)
+    critic = wrap(critic, cfg.model.distributed, dist_info) if critic is not None else None
     optimizer = build_optimizer(policy, cfg.optim)
     if critic is not None:
         critic_groups = build_optimizer(critic, replace(cfg.optim, lr=cfg.algo.critic_lr)).param_groups
         for group in critic_groups:
             optimizer.add_param_group({**group, "lr": cfg.algo.critic_lr})
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.run.max_steps)
-    strategy = cfg.model.distributed
-    policy = wrap(policy, strategy, dist_info)
-    critic = wrap(critic, strategy, dist_info) if critic is not None else None
-    engine = TorchRollout(_unwrap(policy) if strategy == "ddp" else policy, tokenizer)
+    engine = TorchRollout(_unwrap(policy) if cfg.model.distributed == "ddp" else policy, tokenizer)
     return Trainer(cfg=cfg, policy=policy, tokenizer=tokenizer, engine=engine, optimizer=optimizer,
                    scheduler=scheduler, critic=critic, reference=reference, dist=dist_info)
 
