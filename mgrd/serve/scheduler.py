@@ -88,7 +88,8 @@ class Scheduler:
     Args:
         model: an `AudioReasoner` (any device), called as `model(...)` only.
         max_rows: rows decoded together at most (vLLM's `--max-num-seqs`); a job waits until its rows fit.
-        max_waiting: jobs waiting at most; `submit` raises `QueueFull` past it.
+        max_waiting: jobs waiting for rows at most (a job whose rows are free joins without waiting); `submit`
+            raises `QueueFull` past it.
         max_join: jobs prefilled together at most when several join at once.
     """
 
@@ -101,6 +102,7 @@ class Scheduler:
         self.pad_id = _pad_id(model.config)
         self.banned = _audio_ids(model.config, self.device)
         self.forwards = 0  # model calls so far (prefills and decode steps): what batching saves
+        self.cancelled = 0  # jobs cancelled so far (clients that went away)
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
         self._jobs: list[Job] = []  # in the batch, in row order (each job's rows contiguous)
@@ -123,8 +125,10 @@ class Scheduler:
             raise ValueError("the prompt has no tokens")
         job = Job(prompt=prompt, cfg=cfg, n=n, sink=sink, stop_ids=resolve_stop_ids(self.model.config, cfg))
         with self._cond:
-            if len(self._waiting) >= self.max_waiting:
-                raise QueueFull(f"{len(self._waiting)} requests are waiting, the server's limit; retry later")
+            free = self.max_rows - sum(j.n for j in [*self._jobs, *self._waiting])
+            if n > free and len(self._waiting) >= self.max_waiting:
+                raise QueueFull(f"{len(self._waiting)} requests are waiting for a free row, this server's limit; "
+                                "retry later")
             job.id = next(self._ids)
             self._waiting.append(job)
             self._cond.notify()
@@ -133,6 +137,8 @@ class Scheduler:
     def cancel(self, job: Job) -> None:
         """Drop a job (its client went away): it leaves the queue or the batch before the next step."""
         with self._cond:
+            if not job.cancelled:
+                self.cancelled += 1
             job.cancelled = True
             if job in self._waiting:
                 self._waiting.remove(job)
@@ -165,7 +171,7 @@ class Scheduler:
             self._thread.join(timeout)
             self._thread = None
         for job in [*self._jobs, *self._waiting]:
-            job.sink(JobEvent([None] * job.n, [None] * job.n, done=True, error="the server is shutting down"))
+            _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error="the server is shutting down"))
         self._jobs, self._batch = [], None
         self._waiting.clear()
 
@@ -277,7 +283,7 @@ class Scheduler:
         job.running = torch.tensor(still, dtype=torch.bool, device=tokens.device)
         event = JobEvent([host[r] if was[r] else None for r in range(job.n)], reasons, done=not any(still))
         job.done_sent = event.done
-        job.sink(event)
+        _emit(job, event)
 
     def _drop_finished(self) -> None:
         """Remove jobs that are done, cancelled, or whose rows were all ended; cut unused cache columns."""
@@ -289,7 +295,7 @@ class Scheduler:
             done = job.cancelled or not bool(job.running.any())
             if done and not job.cancelled and not job.done_sent:  # its rows were ended by the consumer
                 job.done_sent = True
-                job.sink(JobEvent([None] * job.n, [None] * job.n, done=True))
+                _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True))
             if not done:
                 kept.append(job)
                 keep_rows += range(start, start + job.n)
@@ -305,7 +311,7 @@ class Scheduler:
 
     def _fail_all(self, message: str) -> None:
         for job in self._jobs:
-            job.sink(JobEvent([None] * job.n, [None] * job.n, done=True, error=message))
+            _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=message))
         with self._cond:
             self._jobs = []
         self._batch = None
@@ -348,6 +354,14 @@ class _Batch:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
             self.mask = self.mask[:, first:]
+
+
+def _emit(job: Job, event: JobEvent) -> None:
+    """Send `event` to the job's sink; a sink that fails (its consumer is gone) cancels the job, nothing else."""
+    try:
+        job.sink(event)
+    except Exception:  # noqa: BLE001 - e.g. the consumer's event loop closed
+        job.cancelled = True
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
