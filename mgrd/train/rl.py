@@ -62,6 +62,8 @@ class AlgoConfig:
     name: str = option("ppo", "ppo (value model + GAE, the report) or grpo (group-normalised advantages)")
     prompts_per_step: int = option(8, "prompts per RL step, global (a multiple of the number of processes)")
     samples_per_prompt: int = option(16, "K rollouts per prompt (report: 16)")
+    rollout_prompts_per_gpu: int = option(0, "prompts sampled together per GPU (performance only: bounds the KV "
+                                             "cache of one generate call); 0 = all of the rank's prompts at once")
     update_epochs: int = option(1, "passes over each step's rollouts")
     minibatches: int = option(1, "optimiser steps per pass (the rollouts split into this many minibatches)")
     clip_low: float = option(0.2, "ratio clip below: 1 - clip_low (report: 0.2)")
@@ -90,6 +92,8 @@ class AlgoConfig:
         for key, choices in checks.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"algo.{key} must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
+        if self.rollout_prompts_per_gpu < 0:
+            raise ValueError(f"algo.rollout_prompts_per_gpu must be >= 0, got {self.rollout_prompts_per_gpu}")
         for key in ("prompts_per_step", "samples_per_prompt", "update_epochs", "minibatches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
@@ -280,12 +284,57 @@ def rollout_step(tr: Trainer, items: list, step: int) -> Rollouts:
                                                  features=clip_features(item, audio_config)) for item in items]
     base = tr.cfg.sampling.seed if tr.cfg.sampling.seed is not None else tr.cfg.run.seed
     sampling = replace(tr.cfg.sampling, seed=rank_seed(base * 1_000_000 + step, tr.dist))
-    k = tr.cfg.algo.samples_per_prompt
+    k, size = tr.cfg.algo.samples_per_prompt, tr.cfg.algo.rollout_prompts_per_gpu or len(prompts)
     tr.policy.eval()
-    with tr.autocast():
-        batch = tr.engine.generate(prompts, sampling, num_samples=k)
+    parts = []
+    for i in range(0, len(prompts), size):  # every rank has as many prompts, so as many generate calls
+        with tr.autocast():
+            parts.append(tr.engine.generate(prompts[i:i + size], replace(sampling, seed=sampling.seed + i),
+                                            num_samples=k))
     chunks = torch.tensor([len(p.mels) for p in prompts], dtype=torch.long).repeat_interleave(k)
-    return Rollouts(batch=batch, items=list(items), chunks_per_row=chunks)
+    return Rollouts(batch=concat_batches(parts, _pad_id(tr)), items=list(items), chunks_per_row=chunks)
+
+
+def concat_batches(parts: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """Several engines' batches as one: prompts re-padded on the left, responses on the right, group ids offset."""
+    if len(parts) == 1:
+        return parts[0]
+    prompt_width = max(p.prompt_ids.shape[1] for p in parts)
+    steps = max(p.response_ids.shape[1] for p in parts)
+
+    def pad(t, width, value, left):
+        extra = width - t.shape[1]
+        return torch.nn.functional.pad(t, (extra, 0) if left else (0, extra), value=value)
+
+    offsets, total = [], 0
+    for p in parts:
+        offsets.append(total)
+        total += p.num_prompts
+    cat = lambda ts: torch.cat(ts, dim=0) if ts[0] is not None else None  # noqa: E731
+    return RolloutBatch(
+        prompt_ids=cat([pad(p.prompt_ids, prompt_width, pad_id, True) for p in parts]),
+        prompt_mask=cat([pad(p.prompt_mask, prompt_width, 0, True) for p in parts]),
+        response_ids=cat([pad(p.response_ids, steps, pad_id, False) for p in parts]),
+        response_mask=cat([pad(p.response_mask, steps, 0, False) for p in parts]),
+        logprobs=cat([pad(p.logprobs, steps, 0.0, False) for p in parts]),
+        policy_logprobs=cat([pad(p.policy_logprobs, steps, 0.0, False) for p in parts]),
+        group_ids=cat([p.group_ids + o for p, o in zip(parts, offsets)]),
+        finish_reasons=[f for p in parts for f in p.finish_reasons], texts=[t for p in parts for t in p.texts],
+        mels=_cat_mels(parts), mel_lens=cat([p.mel_lens for p in parts if p.mel_lens is not None] or [None]))
+
+
+def _cat_mels(parts: list[RolloutBatch]) -> torch.Tensor | None:
+    """The parts' `[N_i, n_mels, L_i]` chunks in one `[N, n_mels, max L]` tensor (right-padded with zeros)."""
+    mels = [p.mels for p in parts if p.mels is not None]
+    if not mels:
+        return None
+    frames = max(m.shape[-1] for m in mels)
+    return torch.cat([torch.nn.functional.pad(m, (0, frames - m.shape[-1])) for m in mels], dim=0)
+
+
+def _pad_id(tr: Trainer) -> int:
+    ids = _unwrap(tr.policy).config.special_ids
+    return ids.pad if ids is not None and ids.pad is not None else 0
 
 
 def score_step(tr: Trainer, rollouts: Rollouts) -> Scored:
@@ -544,29 +593,44 @@ def step_items(items: list, step: int, per_step: int, seed: int) -> list:
 
 
 def build_trainer(cfg: RLConfig, dist_info) -> Trainer:
-    """Policy (trainable parts selected, wrapped), value model (PPO), reference (KL), optimiser, schedule, engine."""
+    """Policy (trainable parts selected, wrapped), value model (PPO), reference (KL), optimiser, schedule, engine.
+
+    As in `mgrd sft`: under FSDP2 the weights load on the CPU and wrapping moves each rank's shards to its GPU;
+    activation checkpointing and bf16 compute follow `model`. The value model and the reference are copies of the
+    starting policy, wrapped the same way (a frozen reference is never DDP-wrapped: nothing of it syncs).
+    """
     from mgrd.train.distributed import wrap
     from mgrd.train.optim import build_optimizer, build_scheduler, prepare_trainable
-    from mgrd.train.sft import load_model_and_tokenizer  # one loader for both stages
+    from mgrd.train.sft import activation_checkpointing, load_model_and_tokenizer  # one loader for both stages
 
-    policy, tokenizer = load_model_and_tokenizer(cfg.model, dist_info.device, cfg.run.seed)
-    prepare_trainable(policy, cfg.model)
+    setup, strategy = cfg.model, cfg.model.distributed
+    sharded = strategy == "fsdp2" and dist_info.distributed
+    policy, tokenizer = load_model_and_tokenizer(setup, torch.device("cpu") if sharded else dist_info.device,
+                                                 cfg.run.seed)
+    prepare_trainable(policy, setup)
     critic = reference = None
     if cfg.algo.name == "ppo":
         critic = make_critic(policy)
         critic.lm_head.requires_grad_(True)  # the value head trains even when the LLM is LoRA-only
     if cfg.algo.kl_coef > 0:
         reference = make_reference(policy)
+    for model in (policy, critic):
+        if model is not None and setup.activation_checkpointing:
+            activation_checkpointing(model)
+    param_dtype = torch.bfloat16 if setup.autocast_bf16 and dist_info.device.type == "cuda" else None
     # wrap before building the optimiser: FSDP2 replaces the parameters with sharded ones
-    policy = wrap(policy, cfg.model.distributed, dist_info)
-    critic = wrap(critic, cfg.model.distributed, dist_info) if critic is not None else None
+    policy = wrap(policy, strategy, dist_info, param_dtype=param_dtype)
+    critic = wrap(critic, strategy, dist_info, param_dtype=param_dtype) if critic is not None else None
+    if reference is not None:
+        reference = wrap(reference, strategy, dist_info, param_dtype=param_dtype) if sharded else \
+            reference.to(dist_info.device)
     optimizer = build_optimizer(policy, cfg.optim)
     if critic is not None:
         critic_groups = build_optimizer(critic, replace(cfg.optim, lr=cfg.algo.critic_lr)).param_groups
         for group in critic_groups:
             optimizer.add_param_group({**group, "lr": cfg.algo.critic_lr})
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.run.max_steps)
-    engine = TorchRollout(_unwrap(policy) if cfg.model.distributed == "ddp" else policy, tokenizer)
+    engine = TorchRollout(_unwrap(policy) if strategy == "ddp" else policy, tokenizer)
     return Trainer(cfg=cfg, policy=policy, tokenizer=tokenizer, engine=engine, optimizer=optimizer,
                    scheduler=scheduler, critic=critic, reference=reference, dist=dist_info)
 
@@ -685,10 +749,12 @@ def plan(cfg: RLConfig) -> str:
                 f"{'dropped' if a.drop_zero_variance else 'kept'}"),
              f"  rewards: {', '.join(f'{k} x {v:g}' for k, v in cfg.reward.functions.items())}",
              f"  models held: {', '.join(models)}; distributed: {cfg.model.distributed}"]
-    if cfg.model.path is not None:
+    if cfg.model.path is not None and (Path(cfg.model.path) / "config.json").is_file():
         config = ModelConfig.from_file(Path(cfg.model.path) / "config.json")
     else:
         config = tiny() if cfg.model.preset == "tiny" else preset_config(cfg.model.preset)
+        if cfg.model.path is not None:
+            lines.append(f"  note: {cfg.model.path}/config.json not found; planning the {cfg.model.preset} preset")
     return "\n".join(lines + [format_plan(config, cfg)])
 
 

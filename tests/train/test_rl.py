@@ -122,6 +122,19 @@ def test_rollout_logprobs_equal_trainer_logprobs_and_the_first_ratio_is_one(item
     assert metrics["grad_norm"] > 0
 
 
+def test_rollouts_in_several_generate_calls_form_one_consistent_batch(items):
+    """`rollout_prompts_per_gpu=2` samples the three prompts in two calls; the joined batch is re-padded, its
+    groups renumbered and its audio kept with its rows, so the trainer still scores it exactly as sampled."""
+    tr = trainer("algo.name=grpo", "algo.rollout_prompts_per_gpu=2")
+    rollouts = rollout_step(tr, items, step=0)
+    b = rollouts.batch
+    assert b.group_ids.tolist() == [0, 0, 1, 1, 2, 2] and b.mels.shape[0] == 2
+    assert [r["id"] for r in map(vars, rollouts.items)] == ["c0", "p0", "a0"]
+    with torch.no_grad():
+        full = algos.token_logprobs(response_logits(tr.policy, b), b.response_ids) * b.response_mask
+    torch.testing.assert_close(full, b.policy_logprobs, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("source", ["recompute", "rollout"])
 def test_recomputed_or_engine_old_logprobs_give_a_ratio_of_one_to_rounding(items, source):
     tr = trainer("algo.name=grpo", f"algo.old_logprobs={source}")
