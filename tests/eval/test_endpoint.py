@@ -45,6 +45,7 @@ class ScriptedModel:
         self.app = app
 
 
+@pytest.mark.integration
 def test_endpoint_run_error_then_resume(tmp_path, capsys):
     data = fx.write_mmau(tmp_path / "mmau")
     fx.write_wav(data / "test-mini-audios" / "f-004.wav", 300, seconds=26.0)  # two 25 s chunks

@@ -43,6 +43,8 @@ def test_tiny_model_run_writes_everything_and_resumes_without_the_model(tiny_mod
     assert summary["settings"]["sampling"]["max_new_tokens"] == 8
     assert [c["budget"] for c in summary["budget_curve"]] == [0, 3]
     assert {"report.html", "think_length.png", "variants.png", "think_budget.png"} <= {p.name for p in run.iterdir()}
+    page = (run / "report.html").read_text()
+    assert "<td>variant silence</td>" in page and 'src="think_budget.png"' in page
 
     def no_model(cfg):
         raise AssertionError("a finished run must not load the model again")
