@@ -85,6 +85,20 @@ def test_dry_run_prints_the_plan_and_help_lists_every_key(capsys):
         assert key in help_text
 
 
+def test_every_rl_config_loads_and_the_gpu_ones_are_the_reports_ppo():
+    from mgrd.config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("rl_*.yaml"))
+    assert {"rl_tiny", "rl_step_audio_2_mini", "rl_step_audio_r1"} <= set(names)
+    for name in names:
+        cfg = load_config(RLConfig, name)
+        if name != "rl_tiny":  # Step-Audio-R1 §4.3: PPO, 16 rollouts, clip 0.2, gamma = lambda = 1, no KL, 10,240
+            a = cfg.algo
+            assert (a.name, a.samples_per_prompt, a.clip_low, a.clip_high, a.gamma, a.lam, a.kl_coef) == \
+                ("ppo", 16, 0.2, None, 1.0, 1.0, 0.0), name
+            assert cfg.sampling.max_new_tokens == 10240 and cfg.model.distributed == "fsdp2", name
+
+
 def test_step_items_are_a_function_of_the_step():
     items = list(range(5))
     first = [step_items(items, s, 2, seed=3) for s in range(5)]  # 10 positions = two epochs
