@@ -256,8 +256,9 @@ def score_options(cfg: EvalConfig) -> ScoreOptions:
     judge = None
     if cfg.judge_endpoint or cfg.judge_replay:
         cache = cfg.judge_cache or Path(cfg.out) / "judge_cache"
+        params = get_benchmark(cfg.task).judge_params  # the official judge sampling where the benchmark names one
         judge = Judge(JudgeConfig(base_url=cfg.judge_endpoint, model=cfg.judge_model, api_key=cfg.judge_api_key,
-                                  cache_dir=cache, replay=cfg.judge_replay))
+                                  cache_dir=cache, replay=cfg.judge_replay, **params))
     # a local model's prompt (or the official client's prefix) opens the think block: no </think>, no answer
     require_think = cfg.require_think if cfg.require_think is not None else cfg.endpoint is None or cfg.think_prefix
     return ScoreOptions(exact_bugs=cfg.exact_bugs, require_think=require_think, judge=judge, options=dict(cfg.options))

@@ -18,13 +18,15 @@ class RuleJudge:
     the response, or no score for a response containing "noscore"."""
 
     def __init__(self):
-        self.prompts = []
+        self.prompts, self.bodies = [], []
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
         async def chat(request: Request):
-            prompt = (await request.json())["messages"][-1]["content"]
+            body = await request.json()
+            prompt = body["messages"][-1]["content"]
             self.prompts.append(prompt)
+            self.bodies.append(body)
             if prompt.startswith("Assess whether"):
                 official = re.search(r"The OFFICIAL ANSWER:(.*)\n", prompt).group(1)
                 candidate = prompt.split("BEGIN CANDIDATE ANSWER TO ASSESS\n\n")[1].split("\n\nEND CANDIDATE")[0]
@@ -52,7 +54,7 @@ def test_bba_judge_verdicts_and_invalid_outputs_in_the_summary(tmp_path):
     judge = RuleJudge()
     with serve(judge.app) as url:
         assert run_score("big_bench_audio", data, preds, tmp_path / "run", url) == 0
-        assert len(judge.prompts) == 4
+        assert len(judge.prompts) == 4 and judge.bodies[0]["temperature"] == 0.0
         assert "START QUESTION I have four oranges, a peach, ... How many fruits do I have? \\n\\nEND QUESTION" in \
             judge.prompts[2]
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -80,6 +82,8 @@ def test_wildspeech_judge_scores_times_ten_with_invalid_counted(tmp_path):
         assert run_score("wildspeech", data, preds, tmp_path / "run", url) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(judge.prompts) == 2
+    # WildSpeech's official judge sampling; Big Bench Audio's is unstated, so it stays deterministic
+    assert {(b["temperature"], b["top_p"], b["max_tokens"]) for b in judge.bodies} == {(0.5, 0.95, 1024)}
     assert (summary["overall"]["official"], summary["overall"]["judge_invalid"]) == (45.0, 1)
     assert summary["categories"]["noise"]["human_noise"]["official"] == 10.0
     assert "Does the response follow" in judge.prompts[0] and "- Names Paris." in judge.prompts[0]

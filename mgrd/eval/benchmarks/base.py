@@ -119,6 +119,8 @@ class Benchmark:
         scale: the factor from the mean item value to the reported score (100 for accuracy in %, 10 for a
             1-10 judge mean reported as 0-100).
         needs_judge: the official score needs an LLM judge.
+        judge_params: the judge's sampling as the official pipeline sets it (`temperature`, `top_p`,
+            `max_tokens`); empty = mgrd's deterministic default (temperature 0).
         published: the report's published scores (model -> value), for `eval compare`.
     """
 
@@ -128,6 +130,7 @@ class Benchmark:
     category_keys: tuple[str, ...] = ()
     scale: float = 100.0
     needs_judge: bool = False
+    judge_params: dict[str, float] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
 
 

@@ -140,6 +140,7 @@ def score(fields: list[dict], outputs: list[str | None], opts: ScoreOptions) -> 
 
 BENCHMARK = Benchmark(
     name="wildspeech", load=load, score=score, category_keys=("taskType", "noise"), scale=10.0, needs_judge=True,
+    judge_params={"temperature": 0.5, "top_p": 0.95, "max_tokens": 1024},  # tools/api_judge.py's settings
     published={"Step-Audio-R1": 70.6, "Gemini 3 Pro": 76.4, "Gemini 2.5 Pro": 60.0, "Step-Audio 2": 51.1},
 )
 
