@@ -115,6 +115,9 @@ class DataConfig:
                                                  "<run>/data/ first (see `mgrd data synth --list`)")
     synth_n: int = option(64, "items of the synthetic suite")
     synth_seed: int = option(0, "seed of the synthetic suite")
+    eval_manifests: tuple[str, ...] = option((), "held-out manifests scored by greedy decoding at the start, every "
+                                                 "run.eval_every steps and at the end (eval/ rows)")
+    eval_max_items: int = option(0, "score only the first N held-out items (0: all)")
 
 
 @dataclass
@@ -269,11 +272,13 @@ def make_reference(policy: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------------------------------- sub-steps
 
 
-def rollout_step(tr: Trainer, items: list, step: int) -> Rollouts:
+def rollout_step(tr: Trainer, items: list, step: int, sampling: SamplingConfig | None = None,
+                 k: int | None = None) -> Rollouts:
     """Sample K completions for each of this rank's prompts through the `Rollout` engine.
 
     Prompts are built by each item's task (`Task.encode_prompt`, clip features computed once per item). The
-    sampling seed is fixed by (run seed, step, rank), so a resumed run draws the same samples.
+    sampling seed is fixed by (run seed, step, rank), so a resumed run draws the same samples. `sampling` and
+    `k` default to the config's (evaluation passes greedy decoding and 1).
     """
     from mgrd.tasks import get_task
     from mgrd.tasks.base import clip_features
@@ -282,9 +287,10 @@ def rollout_step(tr: Trainer, items: list, step: int) -> Rollouts:
     audio_config = _unwrap(tr.policy).config.audio
     prompts = [get_task(item.task).encode_prompt(item, tr.tokenizer, audio_config,
                                                  features=clip_features(item, audio_config)) for item in items]
-    base = tr.cfg.sampling.seed if tr.cfg.sampling.seed is not None else tr.cfg.run.seed
-    sampling = replace(tr.cfg.sampling, seed=rank_seed(base * 1_000_000 + step, tr.dist))
-    k, size = tr.cfg.algo.samples_per_prompt, tr.cfg.algo.rollout_prompts_per_gpu or len(prompts)
+    sampling = sampling or tr.cfg.sampling
+    base = sampling.seed if sampling.seed is not None else tr.cfg.run.seed
+    sampling = replace(sampling, seed=rank_seed(base * 1_000_000 + step, tr.dist))
+    k, size = k or tr.cfg.algo.samples_per_prompt, tr.cfg.algo.rollout_prompts_per_gpu or len(prompts)
     tr.policy.eval()
     parts = []
     for i in range(0, len(prompts), size):  # every rank has as many prompts, so as many generate calls
@@ -355,7 +361,6 @@ def score_step(tr: Trainer, rollouts: Rollouts) -> Scored:
     if scores.skipped > cfg.reward.max_skip_fraction * b.num_rows:
         raise RewardError(f"{scores.skipped} of {b.num_rows} rollouts got a NaN or infinite reward, more than "
                           f"reward.max_skip_fraction={cfg.reward.max_skip_fraction}")
-    tr.reward_skips += scores.skipped
     valid = torch.tensor(scores.valid, dtype=torch.bool)
     rewards = torch.tensor([t if ok else 0.0 for t, ok in zip(scores.total, scores.valid)], dtype=torch.float32)
     lengths = b.response_lengths.cpu()
@@ -458,7 +463,7 @@ def update_step(tr: Trainer, rollouts: Rollouts, old: OldValues, adv: Advantages
     steps = algo.optimiser_steps_per_rollout
     tokens = max(sums.pop("tokens", 0.0), 1.0)
     metrics = {k: sums[k] / steps for k in ("loss", "policy_loss", "value_loss", "kl_loss", "grad_norm") if k in sums}
-    metrics.update({k: sums[k] / tokens for k in ("entropy", "kl", "clip_fraction", "value_clip_fraction")
+    metrics.update({k: sums[k] / tokens for k in ("entropy", "kl", "approx_kl", "clip_fraction", "value_clip_fraction")
                     if k in sums})
     metrics["ratio_max"] = ratio_max
     tr.scheduler.step()
@@ -487,6 +492,9 @@ def _micro_loss(tr: Trainer, rollouts: Rollouts, old: OldValues, adv: Advantages
     tokens = float(mask.sum())
     stats = {"policy_loss": float(pg_loss.detach()), "tokens": tokens, "clip_fraction": float(clip_fraction) * tokens,
              "entropy": float(algos.masked_mean(entropy.detach(), mask)) * tokens,
+             # KL(old || current) on the old policy's samples: 0 on the first update of a rollout
+             "approx_kl": float(algos.masked_mean(algos.kl_penalty(old_logprobs, logprobs.detach(), "k3"), mask))
+             * tokens,
              "ratio_max": float(((logprobs.detach() - old_logprobs).exp() * mask).max()) if tokens else 0.0}
     if algo.entropy_coef:
         loss = loss - algo.entropy_coef * algos.aggregate(entropy, mask, algo.aggregation, denominator)
@@ -531,6 +539,7 @@ def rl_step(tr: Trainer, items: list, step: int) -> dict[str, float]:
     rollouts = rollout_step(tr, items, step)
     times["time/rollout"] = time.perf_counter() - t0
     scored = score_step(tr, rollouts)
+    tr.reward_skips += int(scored.metrics["reward_skipped"])
     times["time/score"] = time.perf_counter() - t0 - sum(times.values())
     old = logprob_step(tr, rollouts)
     times["time/logprobs"] = time.perf_counter() - t0 - sum(times.values())
@@ -543,6 +552,14 @@ def rl_step(tr: Trainer, items: list, step: int) -> dict[str, float]:
     metrics.update(lr=tr.scheduler.get_last_lr()[0], tokens_per_s=tokens / max(elapsed, 1e-9),
                    nan_skips=float(tr.nan_skips))
     return metrics
+
+
+@torch.no_grad()
+def evaluate(tr: Trainer, items: list) -> dict[str, float]:
+    """Greedy decoding (one sample per held-out item) scored like the training rollouts: `eval/`-prefixed
+    reward, accuracy, think length and truncation rate of this rank's items."""
+    rollouts = rollout_step(tr, items, step=0, sampling=replace(tr.cfg.sampling, temperature=0.0), k=1)
+    return {f"eval/{key}": value for key, value in score_step(tr, rollouts).metrics.items()}
 
 
 def _unwrap(model):
@@ -579,6 +596,18 @@ def load_items(cfg: RLConfig, run_path: Path) -> list:
     if not items:
         raise ValueError(f"no items in {', '.join(map(str, paths))}: RL needs prompts")
     return items
+
+
+def load_eval_items(cfg: RLConfig, dist_info) -> list:
+    """This rank's held-out items (`data.eval_manifests`, the first `eval_max_items`); every rank gets as many
+    (up to W − 1 items are left out), since each sharded forward is a collective."""
+    from mgrd.data.manifest import load_manifest
+    from mgrd.train.distributed import shard
+
+    items = [item for path in cfg.data.eval_manifests for item in load_manifest(path)]
+    if cfg.data.eval_max_items:
+        items = items[: cfg.data.eval_max_items]
+    return shard(items, dist_info, drop_remainder=True)
 
 
 def step_items(items: list, step: int, per_step: int, seed: int) -> list:
@@ -667,7 +696,7 @@ def run(cfg: RLConfig, resume: bool = False) -> Path:
         ValueError: bad data or settings (one line); RewardError: a failing reward function;
         FloatingPointError: too many non-finite steps; CheckpointMismatchError: --resume onto another model.
     """
-    from mgrd.train.distributed import check_divisible, cleanup, init, reduce_metrics, shard
+    from mgrd.train.distributed import check_divisible, cleanup, init, shard
     from mgrd.train.run import RunDir
 
     dist_info = init(cfg.run.device)
@@ -679,14 +708,20 @@ def run(cfg: RLConfig, resume: bool = False) -> Path:
         torch.manual_seed(cfg.run.seed)
         tr = build_trainer(cfg, dist_info)
         start = _resume(tr, rundir) if resume else 0
+        held_out = load_eval_items(cfg, dist_info)
+        if held_out and start == 0:
+            rundir.log(0, _reduce(evaluate(tr, held_out), dist_info))
         bar = rundir.progress(cfg.run.max_steps, initial=start, enabled=cfg.run.progress)
         for step in range(start, cfg.run.max_steps):
             batch = step_items(items, step, cfg.algo.prompts_per_step, cfg.run.seed)
-            metrics = reduce_metrics(rl_step(tr, shard(batch, dist_info), step), _REDUCE, dist_info)
+            metrics = _reduce(rl_step(tr, shard(batch, dist_info), step), dist_info)
             if (step + 1) % cfg.run.log_every == 0 or step + 1 == cfg.run.max_steps:
                 rundir.log(step + 1, metrics)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", loss=f"{metrics.get('loss', 0.0):.3g}")
+            done = step + 1 == cfg.run.max_steps
+            if held_out and (done or (cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0)):
+                rundir.log(step + 1, _reduce(evaluate(tr, held_out), dist_info))
             if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0:
                 _save(tr, rundir, step + 1)
         rundir.save_final(tr.policy, tr.tokenizer)
@@ -699,7 +734,15 @@ def run(cfg: RLConfig, resume: bool = False) -> Path:
 
 
 _REDUCE = {"think_len_max": "max", "ratio_max": "max", "reward_skipped": "sum", "nan_skips": "max",
-           "tokens_per_s": "sum"}
+           "tokens_per_s": "sum"}  # every other metric: the mean over ranks
+
+
+def _reduce(metrics: dict[str, float], dist_info) -> dict[str, float]:
+    """A rank's metrics reduced over the ranks (`eval/` keys as their training names)."""
+    from mgrd.train.distributed import reduce_metrics
+
+    ops = {key: _REDUCE.get(key.removeprefix("eval/"), "mean") for key in metrics}
+    return reduce_metrics(metrics, ops, dist_info)
 
 
 def _save(tr: Trainer, rundir, step: int) -> None:

@@ -218,11 +218,13 @@ def test_run_logs_every_metric_resumes_exactly_and_saves_a_loadable_final(tmp_pa
     common = ["--config", "rl_tiny", "--set", f"data.manifests=[{manifest}]", "--set", f"run.out_dir={tmp_path}",
               "--set", "run.max_steps=3", "--set", "run.progress=false", "--set", "algo.prompts_per_step=2",
               "--set", "algo.samples_per_prompt=2", "--set", "sampling.max_new_tokens=5", "--set", "algo.name=ppo"]
-    assert main(common + ["--set", "run.name=whole"]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert main(common + ["--set", "run.name=whole", "--set", f"data.eval_manifests=[{manifest}]"]) == 0
+    logged = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    evals, rows = [r for r in logged if "eval/reward" in r], [r for r in logged if "eval/reward" not in r]
+    assert [r["step"] for r in evals] == [0, 3] and [r["step"] for r in rows] == [1, 2, 3]
+    assert {"eval/accuracy", "eval/think_len_max", "eval/truncation_rate"} <= set(evals[0])
     for key in ("loss", "reward", "reward/report", "accuracy", "think_len_mean", "think_len_max", "truncation_rate",
-                "zero_variance_groups", "entropy", "clip_fraction", "lr", "grad_norm", "tokens_per_s",
+                "zero_variance_groups", "entropy", "approx_kl", "clip_fraction", "lr", "grad_norm", "tokens_per_s",
                 "value_loss"):
         assert key in rows[-1], key
     # killed after step 2 (its checkpoint), then resumed: the same step-3 metrics and weights
