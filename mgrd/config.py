@@ -94,7 +94,8 @@ def _set_dotted(values: dict, key: str, value: Any) -> None:
     values[parts[-1]] = value
 
 
-def _build(cls, values: dict, prefix: str):
+def _build(cls, values: dict, prefix: str, base=None):
+    """`cls` from `values`; fields not in `values` keep `base`'s values (a section's own defaults) when given."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
@@ -106,11 +107,11 @@ def _build(cls, values: dict, prefix: str):
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigKeyError(f"{prefix}{key} is a section; give it keys, e.g. {prefix}{key}.x=...")
-            kwargs[key] = _build(type(default), value, prefix=f"{prefix}{key}.")
+            kwargs[key] = _build(type(default), value, prefix=f"{prefix}{key}.", base=default)
         else:
             kwargs[key] = _coerce(value, default, f"{prefix}{key}", fields[key].type)
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigKeyError(f"{prefix or 'config'}: {err}") from None
 

@@ -22,6 +22,7 @@ This module holds no model and no loss.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ class SFTDataConfig:
                                                            "D_audio-cot): audio, q -> think, answer")
     max_length: int = option(0, "longest example in tokens (audio slots included); longer ones are skipped and "
                             "counted; 0 = the model's max_position_embeddings")
+    cache_features: bool = option(True, "keep every example's log-mels in memory (fast steps); false computes "
+                                         "them again from the audio files for each batch (large audio sets)")
 
     def __post_init__(self):
         if self.max_length < 0:
@@ -91,6 +94,7 @@ class Example:
     inputs: ChatInputs
     item: Item
     source: str
+    refeaturize: Any = None  # () -> mels, when the mels are not kept in memory (`cache_features: false`)
 
     @property
     def length(self) -> int:
@@ -111,7 +115,8 @@ class Example:
 
     @property
     def mels(self):
-        return self.inputs.mels
+        """One `[n_mels, L]` log-mel per audio chunk: kept, or computed again from the audio files."""
+        return self.inputs.mels if self.refeaturize is None else self.refeaturize()
 
 
 def kind_of(item: Item | dict) -> str:
@@ -154,9 +159,12 @@ def encode_item(item: Item, tokenizer, audio_config, style: str | None) -> ChatI
 
 
 def encode_source(items: Sequence[Item], source: str, style: str | None, tokenizer, audio_config,
-                  max_length: int, progress: bool = False) -> tuple[list[Example], int]:
+                  max_length: int, progress: bool = False, cache_features: bool = True) -> tuple[list[Example], int]:
     """The examples of one source from `items` (only its kind), and how many were too long.
 
+    Args:
+        cache_features: keep each example's log-mels; False drops them and computes them again, by the same
+            function, whenever a batch needs them (memory stays at the token ids).
     Returns:
         (examples, n_too_long): examples longer than `max_length` tokens are left out and counted.
     """
@@ -169,8 +177,17 @@ def encode_source(items: Sequence[Item], source: str, style: str | None, tokeniz
         if len(inputs.input_ids) > max_length:
             too_long += 1
             continue
-        examples.append(Example(inputs, item, source))
+        again = None
+        if not cache_features and inputs.mels:
+            inputs.mels = []
+            again = functools.partial(_features_again, item, tokenizer, audio_config, style)
+        examples.append(Example(inputs, item, source, again))
     return examples, too_long
+
+
+def _features_again(item: Item, tokenizer, audio_config, style: str | None) -> list:
+    """The mels of `item`'s example, made again by the same shared path (`encode_item`)."""
+    return encode_item(item, tokenizer, audio_config, style).mels
 
 
 @dataclass
@@ -203,7 +220,7 @@ def build_sources(cfg: SFTDataConfig, tokenizer, audio_config, max_length: int, 
         if key not in loaded:
             loaded[key] = load_items(key)
         sources[name], too_long[name] = encode_source(loaded[key], name, src.style, tokenizer, audio_config,
-                                                      max_length, progress)
+                                                      max_length, progress, cfg.cache_features)
         weights[name] = src.weight
     if not weights:
         raise ValueError("empty dataset: no source has manifests and a weight > 0 (set data.<source>.manifests, "

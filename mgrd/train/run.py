@@ -90,6 +90,7 @@ class RunDir:
         if not self.is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "done.json").unlink(missing_ok=True)  # a resumed run is not done until it finishes again
         if resume and (self.path / "config.yaml").is_file():
             _warn_changes(yaml.safe_load((self.path / "config.yaml").read_text()) or {}, plain(config))
         _write_text(self.path / "config.yaml", yaml.safe_dump(plain(config), sort_keys=False))

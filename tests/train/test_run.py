@@ -57,6 +57,19 @@ def test_yaml_then_overrides_and_every_field_has_help(tmp_path):
     assert all(line.split(": ", 1)[1].strip() for line in lines), "a field without help"
 
 
+def test_a_partly_overridden_section_keeps_its_own_defaults():
+    @dataclasses.dataclass
+    class Named:
+        run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(name="stage", max_steps=9))
+
+    cfg = load(Named, None, ["run.seed=3"])
+    assert (cfg.run.name, cfg.run.max_steps, cfg.run.seed) == ("stage", 9, 3)  # not RunConfig's own "sft", 100
+    from mgrd.train.sft import SFTConfig
+
+    sft = load(SFTConfig, None, ["data.audio_qa.manifests=[a.jsonl]"])
+    assert sft.data.audio_qa.style == "none" and sft.data.audio_cot.weight == 0.0
+
+
 @pytest.mark.parametrize("override, named", [
     ("optim.lrr=1", "optim.lrr (did you mean optim.lr?)"),
     ("run.max_step=3", "run.max_step (did you mean run.max_steps?)"),

@@ -189,6 +189,19 @@ def test_activation_checkpointing_is_exact_and_bf16_autocast_is_close(trainer):
     assert low == pytest.approx(plain, rel=2e-2) and low != plain  # bf16 has 8 mantissa bits
 
 
+def test_features_recomputed_per_batch_equal_the_kept_ones(trainer, tok):
+    from mgrd.train.data import encode_source
+
+    kept = trainer.data.sources["audio_qa"][:2]
+    items = [e.item for e in kept]
+    again, _ = encode_source(items, "audio_qa", "none", tok, trainer.model_config.audio, 512, cache_features=False)
+    assert [e.inputs.mels for e in again] == [[], []] and [e.input_ids for e in again] == [e.input_ids for e in kept]
+    for a, b in zip(again, kept):
+        assert len(a.mels) == len(b.mels) >= 1 and all(torch.equal(x, y) for x, y in zip(a.mels, b.mels))
+    batch_a, batch_b = collate_sft(again, trainer.pad_id), collate_sft(kept, trainer.pad_id)
+    assert torch.equal(batch_a.mels, batch_b.mels) and torch.equal(batch_a.labels, batch_b.labels)
+
+
 # ---------------------------------------------------------------------------------------------- learning
 
 
