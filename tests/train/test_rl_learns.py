@@ -55,9 +55,13 @@ def test_grpo_raises_the_mean_reward_on_a_synthetic_family(tmp_path):
                     "--set", f"model.path={tmp_path / 'warm' / 'final'}", "--set", "run.max_steps=12",
                     "--set", "run.save_every=0", "--set", "run.progress=false", "--set", "run.tensorboard=false",
                     "--set", f"data.manifests=[{tmp_path / 'prompts.jsonl'}]", "--set", "algo.name=grpo",
+                    "--set", f"data.eval_manifests=[{tmp_path / 'prompts.jsonl'}]",
                     "--set", "optim.lr=5e-4", "--set", "sampling.max_new_tokens=12"]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    rows, evals = [r for r in logged if "reward" in r], [r for r in logged if "eval/reward" in r]
     rewards = [row["reward"] for row in rows]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last - first >= 0.2, f"mean reward {first:.3f} over the first 3 steps, {last:.3f} over the last 3"
     assert rows[-1]["accuracy"] == pytest.approx(rows[-1]["reward"])  # the text reward is 1[correct]
+    # greedy answers on the same prompts, before and after (measured: 0.0 -> 1.0)
+    assert [r["step"] for r in evals] == [0, 12] and evals[-1]["eval/reward"] > evals[0]["eval/reward"]
