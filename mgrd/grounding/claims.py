@@ -29,7 +29,8 @@ Not claims: numbers without a unit, numbers in clauses that cite a reference rat
 120 Hz for a typical man"), anything in a hypothetical or rule clause ("a major chord should get louder"),
 and text inside quotes (the speech's own words). Verification tolerances are in `TOLERANCES`. Against
 measured facts they widen (`MEASURED_EXTRA`), ordinals do not bind (a measurement may split or join
-events) and a listed run can only confirm; a claim with no fact of its kind is "unverifiable", never false.
+events), a listed run can only confirm, and in a noisy clip (`MEASURED_MIN_SNR_DB`) so can times and
+levels. A claim with no fact of its kind is "unverifiable", never false.
 """
 
 from __future__ import annotations
@@ -409,6 +410,9 @@ TOLERANCES = {"hz": (0.03, 1.0), "s": (0.05, 0.02), "db": (0.0, 1.5), "bpm": (0.
               "percent": (0.0, 3.0), "count": (0.0, 0.0), "rate": (0.05, 0.1)}
 MEASURED_EXTRA = {"s": 0.02, "db": 1.0, "percent": 2.0}  # added absolute slack for facts measured from audio
 TREND_MIN_DB = 2.0  # a measured level change smaller than this neither supports nor refutes a trend
+# Under this signal-to-noise ratio (clip_facts' `snr`), measured levels and times can only confirm: the
+# sound's fades sink into the noise (the suite's ood clips at 0-5 dB SNR: durations and ramps read short).
+MEASURED_MIN_SNR_DB = 15.0
 
 
 @dataclass(frozen=True)
@@ -474,6 +478,9 @@ def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Che
                      f"{'a' if ok else 'no'} {claim.dim} fact {side} {claim.value:g} ({'/'.join(keys)}: {near})")
     if any(_close(claim.value, v, claim, measured) for v in values):
         return Check(claim, "supported", f"matches {'/'.join(keys)}")
+    if measured and claim.dim in ("s", "db") and facts.get("snr", math.inf) < MEASURED_MIN_SNR_DB:
+        return Check(claim, "unverifiable",
+                     f"too noisy to measure (SNR {facts['snr']:.0f} dB); {'/'.join(keys)}: {near}")
     return Check(claim, "contradicted",
                  f"{claim.value:g} {claim.dim} matches no fact ({'/'.join(keys)}: {near})")
 
@@ -524,8 +531,8 @@ def _check_trend(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Chec
     change = facts.get("change_db")
     if _is_number(change):
         sign = 1 if claim.value == "louder" else -1
-        if measured and abs(change) < TREND_MIN_DB:
-            return Check(claim, "unverifiable", f"measured level change {change:+.1f} dB is too small to tell")
+        if measured and (abs(change) < TREND_MIN_DB or facts.get("snr", math.inf) < MEASURED_MIN_SNR_DB):
+            return Check(claim, "unverifiable", f"measured level change {change:+.1f} dB: too small or too noisy")
         ok = sign * change > 0
         return Check(claim, "supported" if ok else "contradicted", f"change_db = {change:+.4g}")
     if isinstance(facts.get("trend"), str):

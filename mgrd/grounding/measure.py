@@ -329,7 +329,9 @@ def clip_facts(x: np.ndarray) -> dict:
     `duration_s` (first onset to last offset), `centres_s` (each event's midpoint), `f0_hz` (each event's
     `dominant_hz`: the fundamental of the suite's tones, whose first harmonic is their strongest),
     `event_rate_hz` (events per second, from three events); when the sound lasts long enough for a
-    trend: `change_db`, `start_db` / `end_db` (relative to the loudest point) and `sounding_duration_s`.
+    trend: `change_db`, `start_db` / `end_db` (relative to the loudest point) and `sounding_duration_s`;
+    `snr` (no unit suffix: it describes the measurement, not the sound), the loudest frame over the noise
+    floor (10th percentile) in that band, in dB: under about 15 dB, levels and edges are not measurable.
     Within `events`' scope: tones, beeps, chords, not speech or overlapping sounds.
 
     Args:
@@ -341,6 +343,8 @@ def clip_facts(x: np.ndarray) -> dict:
     peaks = spectral_peaks_hz(x)
     facts: dict = {"clip_s": x.size / RATE, "peaks_hz": peaks}
     band = (0.8 * min(peaks[:3]), min(1.25 * max(peaks[:3]), RATE / 2)) if peaks else None
+    levels, _ = frame_levels_db(x, band)
+    facts["snr"] = float(levels.max() - np.percentile(levels, 10))
     found = events(x, band) if np.any(x) else []
     if found:
         facts.update(count=len(found), onsets_s=[e.onset_s for e in found],

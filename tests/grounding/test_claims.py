@@ -180,3 +180,16 @@ def test_measured_facts_get_wider_tolerances_and_tiny_trends_prove_nothing():
     assert [c.status for c in verify_claims(claims, facts)] == ["contradicted", "supported"]
     assert [c.status for c in verify_claims(claims, facts, measured=True)] == ["supported", "unverifiable"]
     assert [c.status for c in verify_claims(claims, {"change_db": -2.5}, measured=True)][1] == "supported"
+
+
+def test_a_noisy_clip_cannot_refute_times_and_levels():
+    claims = extract_claims("The tone lasts 0.90 s and rises by 12 dB, so it is getting louder; it sits near 300 Hz.")
+    clean = {"durations_s": [0.5], "change_db": 4.0, "f0_hz": [450.0], "snr": 30.0}
+    assert [c.claim.text for c in verify_claims(claims, clean)] == ["0.90 s", "12 dB", "getting louder", "300 Hz"]
+    assert [c.status for c in verify_claims(claims, clean, measured=True)] == [
+        "contradicted", "contradicted", "supported", "contradicted"]
+    noisy = dict(clean, snr=10.0)  # times, levels and the trend only confirm now; a pitch still refutes
+    assert [c.status for c in verify_claims(claims, noisy, measured=True)] == ["unverifiable"] * 3 + ["contradicted"]
+    assert verify_claims(claims, noisy)[0].status == "contradicted"  # meta knows no noise
+    tone = _tone(440.0, 0.5)
+    assert clip_facts(np.concatenate([np.zeros(1600), tone, np.zeros(1600)]))["snr"] > 60

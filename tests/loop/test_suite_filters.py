@@ -59,8 +59,10 @@ def test_grounded_pass_perturbed_and_substitute_chains_fail_with_meta():
     assert _rate(total, "substitute_fail") == 1.0
 
 
-def test_grounded_chains_against_measured_audio(tmp_path):
-    manifest = synthesize(tmp_path / "suite", n=13 * 8, seed=7, families=DEFAULT_FAMILIES, split="train",
+@pytest.mark.parametrize("split, least", [("train", 0.95), ("ood", 0.75)])
+def test_grounded_chains_against_measured_audio(tmp_path, split, least):
+    """ood clips carry noise down to 0 dB SNR or a speed change: measurements there are weaker."""
+    manifest = synthesize(tmp_path / "suite", n=13 * 8, seed=7, families=DEFAULT_FAMILIES, split=split,
                           progress=False)
     items = [item for item in load_manifest(manifest)]
     for item in items:
@@ -76,8 +78,8 @@ def test_grounded_chains_against_measured_audio(tmp_path):
             c["pass"] += scores["grounding"]["score"] == 1.0
             c["checked"] += scores["claims_checked"]["score"]
             c["supported"] += scores["claims"]["score"] * scores["claims_checked"]["score"]
-    print(f"\n{'family (no meta)':18s} {'n':>4s} {'grounding pass':>15s} {'claims checked':>15s} {'verified':>9s}")
+    print(f"\n{'no meta, ' + split:18s} {'n':>4s} {'grounding pass':>15s} {'claims checked':>15s} {'verified':>9s}")
     for name, c in sorted(by_family.items()):
         verified = f"{c['supported'] / c['checked']:9.3f}" if c["checked"] else f"{'-':>9s}"
         print(f"{name:18s} {c['n']:4d} {c['pass'] / c['n']:15.3f} {c['checked'] / c['n']:15.1f} {verified}")
-    assert by_family["all"]["pass"] / by_family["all"]["n"] >= 0.9
+    assert by_family["all"]["pass"] / by_family["all"]["n"] >= least
