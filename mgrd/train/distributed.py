@@ -218,10 +218,12 @@ def _fully_shard(model: nn.Module, dist_info: DistInfo, param_dtype, reshard_aft
 
 
 def _decoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of an `AudioReasoner` / Qwen2 model (also under a peft wrapper)."""
+    """The LLM's decoder layers of an `AudioReasoner` / Qwen2 model (also under a peft wrapper): the first
+    `layers` ModuleList whose blocks have `self_attn` (the audio encoder's blocks are `blocks`, and stay in the root
+    group)."""
     for mod in model.modules():
         layers = getattr(mod, "layers", None)
-        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0 and hasattr(layers[0], "self_attn"):
             return list(layers)
     raise ValueError(f"{type(model).__name__} has no decoder `layers` to shard")
 

@@ -300,3 +300,19 @@ def test_mgrd_sft_on_two_processes_equals_one(sft_runs, strategy):
     w1, w2 = read_state_dict(sft_runs / "single" / "final"), read_state_dict(sft_runs / strategy / "final")
     assert_same_updates(init, w1, w2, lr=SFT_LR, steps=SFT_STEPS)
     assert (sft_runs / strategy / "done.json").is_file() and (sft_runs / strategy / "config.yaml").is_file()
+
+
+def test_fsdp2_units_are_the_llm_decoder_layers_also_under_peft(tok, ids):
+    """`wrap("fsdp2")` shards one unit per LLM decoder layer, found the same way in a plain and a LoRA model."""
+    from peft import LoraConfig, get_peft_model
+
+    from mgrd.models import build_model
+    from mgrd.models.presets import tiny
+
+    model = build_model(tiny(len(tok), ids), device="meta")
+    layers = D._decoder_layers(model)
+    assert [id(m) for m in layers] == [id(m) for m in model.model.layers]
+    model.model = get_peft_model(model.model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert len(D._decoder_layers(model)) == 3
+    with pytest.raises(ValueError, match="no decoder `layers`"):
+        D._decoder_layers(torch.nn.Linear(2, 2))
