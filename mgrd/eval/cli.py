@@ -6,6 +6,7 @@
     mgrd eval score --task mmsu --data data/mmsu --predictions preds.jsonl --out runs/eval/mmsu-ext
     mgrd eval --task synthetic --data data/test --model runs/tiny --out runs/eval/s0 --shard 0/2   (and 1/2)
     mgrd eval merge runs/eval/s0 runs/eval/s1 --out runs/eval/s
+    mgrd eval rescore runs/eval/mmsu --exact-bugs --out runs/eval/mmsu-legacy
     mgrd eval compare runs/eval/a runs/eval/b
 
 Only argument parsing and printing live here (`mgrd.eval.harness` does the work, imported when a command
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 TASKS = ("mmau", "mmsu", "big_bench_audio", "spoken_mqa", "wildspeech", "synthetic")  # mgrd.eval.benchmarks
-ACTIONS = ("score", "merge", "compare")
+ACTIONS = ("score", "rescore", "merge", "compare")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,13 +31,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Evaluate a local checkpoint (--model) or an OpenAI-compatible endpoint (--endpoint) on a "
         "benchmark read from its official on-disk format, with the report's prompts; writes RUN/samples.jsonl, "
         "RUN/summary.json and RUN/report.html. A rerun into the same --out resumes. "
-        "`eval score` scores a predictions file, `eval merge RUN...` joins shards, `eval compare RUN...` "
-        "prints runs side by side with the report's published numbers.",
+        "`eval score` scores a predictions file, `eval rescore RUN` scores a run again with other scoring settings, "
+        "`eval merge RUN...` joins shards, `eval compare RUN...` prints runs side by side with the report's "
+        "published numbers.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", choices=ACTIONS, metavar="ACTION",
-                   help="none: run the evaluation; score: score --predictions (no model); merge RUN...: join "
+                   help="none: run the evaluation; score: score --predictions (no model); rescore RUN: score a "
+                   "finished run again (--exact-bugs, a judge, ...) into --out (default RUN); merge RUN...: join "
                    "shard runs into --out; compare RUN...: print their scores")
-    p.add_argument("runs", nargs="*", type=Path, help="run folders (for merge and compare)")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders (for rescore, merge and compare)")
     what = p.add_argument_group("what to evaluate")
     what.add_argument("--task", choices=TASKS, help="the benchmark")
     what.add_argument("--data", type=Path, help="the benchmark's folder in its official layout (mmau: "
@@ -85,7 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     scoring.add_argument("--require-think", action=argparse.BooleanOptionalAction, default=None,
                          help="an output without </think> is cut off (default: yes for --model, no for --endpoint and "
                          "score)")
-    scoring.add_argument("--bba-newlines", choices=("literal", "newlines"), default="literal",
+    scoring.add_argument("--bba-newlines", choices=("literal", "newlines"),
                          help="Big Bench Audio judge prompt: the '\\n\\n' after the question as the literal characters "
                          "the blog prints (default) or as two newlines")
     scoring.add_argument("--judge-endpoint", help="OpenAI-compatible base URL of the LLM judge (Big Bench Audio, "
@@ -111,8 +114,8 @@ def _config(args: argparse.Namespace):
     options = {}
     if args.task == "mmau":
         options["split"] = args.split
-    if args.task == "big_bench_audio":
-        options["bba_literal_newlines"] = args.bba_newlines == "literal"
+    if args.task == "big_bench_audio" and (args.bba_newlines is not None or args.action != "rescore"):
+        options["bba_literal_newlines"] = args.bba_newlines != "newlines"  # unset: literal (rescore: the run's)
         if args.questions:
             options["questions"] = str(args.questions)
     if args.task == "wildspeech" and args.judge_template:
@@ -134,7 +137,7 @@ def _config(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Dispatch `mgrd eval [score|merge|compare]`; prints the summary table."""
+    """Dispatch `mgrd eval [score|rescore|merge|compare]`; prints the summary table."""
     import logging
 
     from mgrd.eval import harness
@@ -146,14 +149,20 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError("eval compare needs run folders: mgrd eval compare RUN1 RUN2 ...")
         print(compare_table(args.runs))
         return 0
-    if args.action == "merge":
+    if args.action == "rescore":
+        if len(args.runs) != 1:
+            raise ValueError("eval rescore takes one run folder: mgrd eval rescore RUN [--out OUT] [--exact-bugs] ...")
+        args.out = args.out or args.runs[0]
+        args.task, args.data = harness.run_task(args.runs[0]), args.runs[0]  # no data is read
+        summary = harness.rescore(args.runs[0], _config(args))
+    elif args.action == "merge":
         if not args.runs or args.out is None:
             raise ValueError("eval merge needs run folders and --out: mgrd eval merge RUN1 RUN2 --out RUN")
         summary = harness.merge(args.runs, args.out, report=not args.no_report)
     else:
         if args.runs:
             extra = " ".join(map(str, args.runs))
-            raise ValueError(f"unexpected argument(s) {extra}; run folders go with merge/compare")
+            raise ValueError(f"unexpected argument(s) {extra}; run folders go with rescore/merge/compare")
         cfg = _config(args)
         if args.action == "score":
             if args.predictions is None:

@@ -12,8 +12,9 @@
    normalised scores, excluded items, errors, invalid judge outputs; think length, grounding, ablation and
    variant numbers; the settings and data fingerprints.
 
-Each record keeps the item's scoring fields (`extra["fields"]`) and dataset position (`extra["index"]`), so
-`score_predictions` (outputs made elsewhere), `rescore` and `merge` (shards) need no model and no data.
+Each record keeps the item's scoring fields (`extra["fields"]`) and dataset position (`extra["benchmark_index"]`),
+so `score_predictions` (outputs made elsewhere), `rescore` (other scoring settings) and `merge` (shards) need no
+model and no data.
 """
 
 from __future__ import annotations
@@ -504,6 +505,39 @@ def _merged_judge(runs: Sequence[Path], summaries: list[dict], out: Path):
             shutil.copytree(run_dir / "judge_cache", out / "judge_cache", dirs_exist_ok=True)
     params = info.get("params", {})
     return Judge(JudgeConfig(model=info["model"], cache_dir=out / "judge_cache", replay=True, **params))
+
+
+def run_task(run: Path) -> str:
+    """The task of a finished run folder (from its summary)."""
+    path = Path(run) / SUMMARY
+    if not path.is_file():
+        raise ValueError(f"{run}: no {SUMMARY} (not a finished eval run)")
+    return json.loads(path.read_text())["task"]
+
+
+def rescore(run: Path, cfg: EvalConfig) -> dict:
+    """`mgrd eval rescore RUN`: score a finished run's samples again with other scoring settings (quirks on or
+    off, a judge, another extraction rule), into `cfg.out` (RUN itself when it is the same folder). No model.
+
+    `cfg.require_think` None keeps the run's own setting; the task is the run's.
+    """
+    run = Path(run)
+    if not (run / SUMMARY).is_file():
+        raise ValueError(f"{run}: no {SUMMARY} (not a finished eval run)")
+    old = json.loads((run / SUMMARY).read_text())
+    cfg.task = old["task"]
+    if cfg.require_think is None:
+        cfg.require_think = old["scoring"]["require_think"]
+    cfg.options = {**old["scoring"].get("options", {}), **cfg.options}
+    records = _latest(read_records(run / SAMPLES))
+    out = Path(cfg.out)
+    if out.resolve() != run.resolve() and (run / "judge_cache").is_dir() and cfg.judge_cache is None:
+        import shutil
+
+        shutil.copytree(run / "judge_cache", out / "judge_cache", dirs_exist_ok=True)  # cached verdicts stay usable
+    settings = dict(old.get("settings", {}), rescored_from=str(run))
+    return finalize(out, cfg.task, records, score_options(cfg), data=old.get("data"), settings=settings,
+                    report=cfg.report)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -138,3 +138,23 @@ def test_help_explains_every_flag(capsys):
     for flag in ("--task", "--data", "--model", "--endpoint", "--api-key", "--out", "--limit", "--shard", "--variants",
                  "--exact-bugs", "--judge-endpoint", "--predictions", "--think-budget"):
         assert flag in text
+
+
+def test_rescore_with_the_quirks_on_leaves_the_run_alone(tmp_path):
+    data = fx.write_mmsu(tmp_path / "mmsu")
+    preds = write_preds(tmp_path / "p.jsonl", [{"id": "mmsu-1", "output": "B"}, {"id": "mmsu-2", "output": ""}])
+    assert main(["score", "--task", "mmsu", "--data", str(data), "--predictions", str(preds), "--out",
+                 str(tmp_path / "run"), "--no-report"]) == 0
+    before = (tmp_path / "run" / "summary.json").read_text()
+    # current scorer: "B" (burp) is wrong and the empty response is wrong: 0 %
+    assert json.loads(before)["overall"]["official"] == 0.0
+    assert main(["rescore", str(tmp_path / "run"), "--exact-bugs", "--out", str(tmp_path / "legacy"),
+                 "--no-report"]) == 0
+    legacy = json.loads((tmp_path / "legacy" / "summary.json").read_text())
+    # legacy scorer: the empty response reuses B, and mmsu-2's choice B ("2") is its answer: 50 %
+    assert legacy["overall"]["official"] == 50.0 and legacy["scoring"]["exact_bugs"]
+    assert legacy["settings"]["rescored_from"] == str(tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "legacy" / "samples.jsonl").read_text().splitlines()]
+    assert "reuses the previous record's letter" in records[1]["extra"]["verdict"]["reason"]
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+    assert main(["rescore", str(tmp_path / "nothing")]) == 2
