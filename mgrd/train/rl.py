@@ -44,8 +44,7 @@ from torch import nn
 from mgrd.generate import SamplingConfig
 from mgrd.rollout import RolloutBatch, TorchRollout
 from mgrd.train import algos
-from mgrd.train.config import ModelSetup, OptimConfig, RunConfig, describe
-from mgrd.train.config import option
+from mgrd.train.config import ModelSetup, OptimConfig, RunConfig, describe, option
 from mgrd.train.rewards import RewardConfig, RewardError, score
 
 ALGORITHMS = ("ppo", "grpo")
@@ -133,6 +132,11 @@ class RLConfig:
     sampling: SamplingConfig = option(SamplingConfig(max_new_tokens=512), "rollout sampling (report: up to "
                                       "10,240 tokens); its seed, when null, is the run seed (+ step, + rank)")
     data: DataConfig = option(DataConfig(), "the prompts")
+
+    def __post_init__(self):
+        if self.optim.grad_accum != 1:
+            raise ValueError("optim.grad_accum is not used by RL: each step's rollouts set the accumulation "
+                             "(algo.minibatches optimiser steps, optim.micro_batch_size rows per forward)")
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -689,7 +693,7 @@ def _fingerprint(tr: Trainer) -> dict:
 # ---------------------------------------------------------------------------------------------- run
 
 
-def run(cfg: RLConfig, resume: bool = False) -> Path:
+def run(cfg: RLConfig) -> Path:
     """Train; returns the run folder (`final/` holds the policy in the official layout, `done.json` marks the end).
 
     Raises:
@@ -703,11 +707,11 @@ def run(cfg: RLConfig, resume: bool = False) -> Path:
     check_divisible(cfg.algo.prompts_per_step, dist_info.world_size, "algo.prompts_per_step")
     rundir = RunDir(cfg.run.path, is_main=dist_info.is_main, tensorboard=cfg.run.tensorboard)
     try:
-        rundir.prepare(cfg, resume)
+        rundir.prepare(cfg, cfg.run.resume)
         items = load_items(cfg, rundir.path)
         torch.manual_seed(cfg.run.seed)
         tr = build_trainer(cfg, dist_info)
-        start = _resume(tr, rundir) if resume else 0
+        start = _resume(tr, rundir) if cfg.run.resume else 0
         held_out = load_eval_items(cfg, dist_info)
         if held_out and start == 0:
             rundir.log(0, _reduce(evaluate(tr, held_out), dist_info))
@@ -823,11 +827,11 @@ def cmd_rl(args: argparse.Namespace) -> int:
     """`mgrd rl`: bad input raises ValueError / FileNotFoundError (`mgrd.cli.run` prints one `error:` line, exit 2)."""
     from mgrd.config import load_config
 
-    cfg = load_config(RLConfig, args.config, args.overrides)
+    cfg = load_config(RLConfig, args.config, args.overrides + (["run.resume=true"] if args.resume else []))
     if args.dry_run:
         print(plan(cfg))
         return 0
-    path = run(cfg, resume=args.resume)
+    path = run(cfg)
     if os.environ.get("RANK", "0") == "0":  # the process group is gone by now: ask torchrun's environment
         print(f"wrote {path / 'final'}")
     return 0

@@ -72,6 +72,8 @@ def test_config_errors_name_the_key(capsys):
         load_config(RLConfig, None, ["algo.clip_lo=0.3"])
     with pytest.raises(ConfigKeyError, match="algo.aggregation must be one of token-mean"):
         load_config(RLConfig, None, ["algo.aggregation=mean"])
+    with pytest.raises(ConfigKeyError, match="optim.grad_accum is not used by RL"):
+        load_config(RLConfig, None, ["optim.grad_accum=2"])
 
 
 def test_dry_run_prints_the_plan_and_help_lists_every_key(capsys):
