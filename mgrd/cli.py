@@ -65,9 +65,11 @@ def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
     _add_generate(sub, sampling=command in ("all", "generate"))
     from mgrd.data.cli import add_parser as add_data_parser
     from mgrd.eval.cli import add_parser as add_eval_parser
+    from mgrd.serve.cli import add_parser as add_serve_parser
 
     add_data_parser(sub)
     add_eval_parser(sub)
+    add_serve_parser(sub)
     for name, (module, help_line) in HEAVY_COMMANDS.items():
         if command in ("all", name):
             importlib.import_module(module).add_parser(sub)
