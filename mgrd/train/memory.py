@@ -470,7 +470,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true", help="add a frozen reference policy (RL with KL)")
     p.add_argument("--value", action="store_true", help="add a PPO value model")
     p.add_argument("--rollout-tokens", type=int, default=0, help="sequences x tokens in the rollout KV cache per GPU")
-    p.set_defaults(handler=run_cli)
+    p.set_defaults(func=run_cli)
     return p
 
 
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     add_parser(sub)
     args = parser.parse_args(["memory", *(argv if argv is not None else __import__("sys").argv[1:])])
     try:
-        return args.handler(args)
+        return args.func(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=__import__("sys").stderr)
         return 2
