@@ -27,16 +27,16 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mgrd.chat import ChatInputs
 from mgrd.data.manifest import Item, load_manifest
-from mgrd.tasks import Task, find_task
-from mgrd.tasks.base import STYLES, clip_features, has_audio
-from mgrd.tasks.grading import infer_grader
 from mgrd.train.config import option
+
+if TYPE_CHECKING:  # the chat encoder and the tasks load torch and transformers: imported where used
+    from mgrd.chat import ChatInputs
+    from mgrd.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ class SourceConfig:
     def __post_init__(self):
         if not self.weight >= 0:
             raise ValueError(f"a source weight must be >= 0, got {self.weight}")
-        if self.style is not None and self.style not in STYLES:
-            raise ValueError(f"style must be one of {', '.join(STYLES)} or null, got {self.style!r}")
 
 
 @dataclass
@@ -79,6 +77,15 @@ class SFTDataConfig:
 
     def sources(self) -> dict[str, SourceConfig]:
         return {name: getattr(self, name) for name in SOURCES}
+
+    def check(self) -> None:
+        """Raise ValueError for a source style the tasks do not know (checked when a run or plan starts: the
+        task module loads torch, which building the config and `--help` do not need)."""
+        from mgrd.tasks.base import STYLES
+
+        for name, src in self.sources().items():
+            if src.style is not None and src.style not in STYLES:
+                raise ValueError(f"data.{name}.style must be one of {', '.join(STYLES)} or null, got {src.style!r}")
 
 
 @dataclass
@@ -121,6 +128,8 @@ class Example:
 
 def kind_of(item: Item | dict) -> str:
     """The kind of an item: "conversation" (has messages), "audio" (has clips) or "text"."""
+    from mgrd.tasks.base import has_audio
+
     row = item if isinstance(item, dict) else vars(item)
     if row.get("messages") is not None:
         return "conversation"
@@ -132,6 +141,9 @@ SOURCE_KIND = {"task_cot": "text", "conversation": "conversation", "audio_qa": "
 
 def task_for(item: Item) -> Task:
     """The item's registered task, or a task with the grader its row implies (a user's own task names)."""
+    from mgrd.tasks import Task, find_task
+    from mgrd.tasks.grading import infer_grader
+
     task = find_task(item.task)
     if task is not None:
         return task
@@ -150,6 +162,8 @@ def load_items(manifests: Sequence[str | Path]) -> list[Item]:
 
 def encode_item(item: Item, tokenizer, audio_config, style: str | None) -> ChatInputs:
     """One item through the shared path: `Task.encode_example` with its clips featurised once."""
+    from mgrd.tasks.base import clip_features
+
     task = task_for(item)
     try:
         return task.encode_example(item, tokenizer, style=style, audio_config=audio_config,

@@ -33,15 +33,13 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from mgrd.data.collate import IGNORE_INDEX, collate_sft
-from mgrd.train import distributed as dist
 from mgrd.train.config import ModelSetup, OptimConfig, RunConfig, describe, load, option
-from mgrd.train.data import SFTDataConfig, build_sources, encode_source, kind_of, load_items, micro_batches
-from mgrd.train.data import Mixture, source_counts, task_for
+from mgrd.train.data import SFTDataConfig, kind_of
+
+if TYPE_CHECKING:  # torch, the model and the data path load when a run starts, so `mgrd --help` stays fast
+    import torch
 
 COMMAND_HELP = "supervised fine-tuning on the cold-start mixture (task CoT, conversation, audio QA)"
 
@@ -92,6 +90,10 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     Returns:
         (loss_sum, n_tokens): a float32 scalar and a long scalar.
     """
+    import torch.nn.functional as F
+
+    from mgrd.data.collate import IGNORE_INDEX
+
     target = labels[:, 1:]
     pred = logits[:, :-1].float()
     loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX,
@@ -116,6 +118,8 @@ def load_model_and_tokenizer(setup: ModelSetup, device: torch.device, seed: int)
     Raises:
         ValueError: no path and a preset other than tiny (its tokenizer is not offline), or an unknown preset.
     """
+    import torch
+
     from mgrd.models import build_model, load_pretrained
     from mgrd.models.presets import PRESETS, tiny
     from mgrd.tokenizer import build_tiny_tokenizer, load_tokenizer, special_token_ids
@@ -164,12 +168,17 @@ class SFTTrainer:
     """The SFT run's state and its two operations, `train_step` and `evaluate`. Build it with `setup`."""
 
     def __init__(self, cfg: SFTConfig):
+        import torch
+
+        from mgrd.train import distributed as dist
+
         self.cfg = cfg
         self.info = dist.init(cfg.run.device)
         from mgrd.train.run import RunDir
 
         # the folder first: a run that already exists is refused before any weights load or data encode
         self.run_dir = RunDir(cfg.run.path, is_main=self.info.is_main, tensorboard=cfg.run.tensorboard)
+        cfg.data.check()
         self.run_dir.prepare(dataclasses.asdict(cfg), resume=cfg.run.resume)
         torch.manual_seed(cfg.run.seed)
         setup = cfg.model
@@ -200,6 +209,8 @@ class SFTTrainer:
     # ------------------------------------------------------------------------------------------ data
 
     def _build_data(self) -> None:
+        from mgrd.train.data import Mixture, build_sources, encode_source, load_items
+
         cfg = self.cfg
         audio_config = self.model_config.audio
         encoded = build_sources(cfg.data, self.tokenizer, audio_config, self.max_length,
@@ -234,6 +245,12 @@ class SFTTrainer:
         Returns:
             loss (token mean over the global batch), lr, grad_norm, tokens, tokens_per_s, padding, skipped, ...
         """
+        import torch
+
+        from mgrd.data.collate import collate_sft
+        from mgrd.train import distributed as dist
+        from mgrd.train.data import micro_batches, source_counts
+
         start = time.perf_counter()
         cfg = self.cfg
         micro = micro_batches(examples, cfg.optim.micro_batch_size, self.info.rank, self.info.world_size)
@@ -284,15 +301,25 @@ class SFTTrainer:
         return metrics
 
     def _autocast(self):
+        import torch
+
         if not self.cfg.model.autocast_bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # ------------------------------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Held-out loss (token mean) and, when asked, accuracy by greedy generation; keys start with `eval/`."""
+        import torch
+
+        with torch.no_grad():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
+        from mgrd.data.collate import collate_sft
+        from mgrd.train import distributed as dist
+
         out: dict = {}
         self.model.eval()
         if self.eval_examples:
@@ -315,6 +342,8 @@ class SFTTrainer:
 
     def _accuracy(self) -> dict:
         from mgrd.generate import SamplingConfig
+        from mgrd.train import distributed as dist
+        from mgrd.train.data import task_for
         from mgrd.rollout import rollout
 
         items = self.eval_items
@@ -383,6 +412,8 @@ def run(cfg: SFTConfig) -> Path:
         ValueError: bad data (empty, all too long), a run folder that holds a run without `run.resume`, a
             checkpoint of another model, or `TrainingDivergedError`.
     """
+    from mgrd.train import distributed as dist
+
     trainer = SFTTrainer(cfg)
     try:
         return _loop(trainer)
@@ -446,6 +477,10 @@ def _log_eval(trainer: SFTTrainer, step: int) -> dict:
 
 def dry_run(cfg: SFTConfig) -> str:
     """The plan of a run, without loading weights or encoding data: parameters, batch, data, memory."""
+    import torch
+
+    cfg.data.check()
+
     from mgrd.models import AudioReasoner, ModelConfig
     from mgrd.models.presets import parameter_counts, preset_config, tiny
 

@@ -341,6 +341,18 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(suite, full_run, t
     assert code == 2 and "step_4 was written for another model" in err and "trainable tensor" in err, err
 
 
+def test_an_unknown_target_style_is_named_before_any_work(capsys):
+    assert main(["--dry-run", "--set", "data.audio_qa.style=groundd"]) == 2
+    assert "data.audio_qa.style must be one of grounded, text_substitute, text, none or null" in capsys.readouterr().err
+
+
+def test_the_command_parser_imports_no_torch():
+    code = ("import argparse, sys, mgrd.train.sft as s; s.add_parser(argparse.ArgumentParser().add_subparsers()); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"  # `mgrd --help` stays fast
+
+
 def test_unknown_config_key_is_named(capsys):
     assert main(["--set", "optim.lrr=1e-4"]) == 2
     assert "unknown config key optim.lrr (did you mean optim.lr?)" in capsys.readouterr().err
