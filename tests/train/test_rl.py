@@ -194,6 +194,21 @@ def test_grpo_scores_and_drops_zero_variance_groups(items):
     assert adv.metrics["zero_variance_groups"] == pytest.approx(2 / 3)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")  # the skipped step, on purpose
+def test_a_non_finite_loss_skips_the_step_and_too_many_stop_the_run(items):
+    tr = trainer("algo.name=grpo", "run.max_nan_skips=1")
+    rollouts = rollout_step(tr, items, step=0)
+    old = logprob_step(tr, rollouts)
+    adv = advantage_step(tr, rollouts, score_step(tr, rollouts), old)
+    adv.advantages = torch.full_like(adv.advantages, float("nan"))
+    before = {n: p.detach().clone() for n, p in tr.policy.named_parameters() if p.requires_grad}
+    update_step(tr, rollouts, old, adv, step=0)
+    assert tr.nan_skips == 1
+    assert all(torch.equal(before[n], p) for n, p in tr.policy.named_parameters() if p.requires_grad)
+    with pytest.raises(FloatingPointError, match="2 optimiser steps had a non-finite loss"):
+        update_step(tr, rollouts, old, adv, step=1)
+
+
 def test_too_many_nan_rewards_stop_the_step(items):
     REWARDS["test_rl_nan"] = lambda completions, **columns: [float("nan")] * len(completions)
     try:
