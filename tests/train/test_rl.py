@@ -194,7 +194,7 @@ def test_grpo_scores_and_drops_zero_variance_groups(items):
     assert adv.metrics["zero_variance_groups"] == pytest.approx(2 / 3)
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")  # the skipped step, on purpose
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")  # the skipped step, on purpose
 def test_a_non_finite_loss_skips_the_step_and_too_many_stop_the_run(items):
     tr = trainer("algo.name=grpo", "run.max_nan_skips=1")
     rollouts = rollout_step(tr, items, step=0)
