@@ -21,6 +21,8 @@ An optional LLM judge (`mgrd.judge.Judge`, any OpenAI-compatible endpoint, repli
 the rule-based `grounding`, `coherence` and `selfcog` verdicts (`FilterConfig.judge_criteria`): a
 candidate passes only when the rules and the judge agree. When the judge cannot be reached, the run stops
 with a clear error if `judge_required`, else it continues on the rules alone and each reason says so.
+Build one with `FilterJudge(Judge(JudgeConfig(base_url=..., model=..., cache_dir=...)))` and pass it as
+`judge=` to `score_records`.
 
 This module decides verdicts; `mgrd.loop.select` turns them into D_audio-cot and the RL set.
 """
