@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import mgrd.eval.benchmarks.prompts  # noqa: F401  (registers the benchmarks' tasks that prompts come from)
 from mgrd.audio import AudioError, load_audio, split_chunks
 from mgrd.chat import THINK_END
 from mgrd.eval.variants import apply, wav_bytes

@@ -150,8 +150,8 @@ def think_length_stats(lengths: Sequence[int]) -> dict:
 
 
 def length_buckets(lengths: Sequence[int], correct: Sequence[float], n_buckets: int = 5) -> list[dict]:
-    """Accuracy per think-length bucket: equal-count buckets over the sorted lengths (fewer when there are
-    fewer distinct lengths).
+    """Accuracy per think-length bucket: about equal-count buckets over the sorted lengths, a boundary moved
+    forward past equal lengths so that one length never lands in two buckets (fewer buckets when ties merge).
 
     Returns:
         `[{lo, hi, n, accuracy}]` in increasing length, accuracy in %.
@@ -159,12 +159,17 @@ def length_buckets(lengths: Sequence[int], correct: Sequence[float], n_buckets: 
     pairs = sorted(zip(lengths, correct))
     if not pairs:
         return []
-    n_buckets = max(1, min(n_buckets, len({p[0] for p in pairs})))
+    cuts = [round(k * len(pairs) / n_buckets) for k in range(1, n_buckets)]
+    bounds = [0]
+    for cut in cuts:
+        while 0 < cut < len(pairs) and pairs[cut][0] == pairs[cut - 1][0]:
+            cut += 1  # keep equal lengths together
+        if bounds[-1] < cut < len(pairs):
+            bounds.append(cut)
+    bounds.append(len(pairs))
     out = []
-    for chunk in np.array_split(np.arange(len(pairs)), n_buckets):
-        if chunk.size == 0:
-            continue
-        group = [pairs[i] for i in chunk]
+    for start, end in zip(bounds, bounds[1:]):
+        group = pairs[start:end]
         out.append({"lo": group[0][0], "hi": group[-1][0], "n": len(group),
                     "accuracy": round(100 * sum(c for _, c in group) / len(group), 2)})
     return out

@@ -103,6 +103,9 @@ def test_grounding_uses_the_filters_checker():
 def test_think_length_and_sensitivity_pinned():
     buckets = metrics.length_buckets([10, 20, 30, 40], [1.0, 1.0, 0.0, 0.0], n_buckets=2)
     assert buckets == [{"lo": 10, "hi": 20, "n": 2, "accuracy": 100.0}, {"lo": 30, "hi": 40, "n": 2, "accuracy": 0.0}]
+    ties = metrics.length_buckets([4, 4, 4, 4, 9, 20, 30, 31], [1, 1, 1, 1, 0, 0, 1, 0], n_buckets=4)
+    assert [(b["lo"], b["hi"], b["n"], b["accuracy"]) for b in ties] == [(4, 4, 4, 100.0), (9, 20, 2, 0.0),
+                                                                         (30, 31, 2, 50.0)]
     assert metrics.think_length_stats([1, 2, 3])["p50"] == 2.0
     s = metrics.sensitivity({"a": "B", "b": "A", "c": None}, {"a": "B", "b": "B", "c": None})
     assert s == {"n": 3, "changed": 1, "sensitivity": 0.3333}
