@@ -261,3 +261,14 @@ def test_one_tiny_iteration_writes_every_stage_and_the_report(tmp_path, suite):
                  "final/config.json"):
         assert (root / name).is_file(), name
     assert (root / "final" / "SOURCE").read_text().strip().endswith("iter_1/rl/final")
+
+
+@pytest.mark.parametrize("name", ["loop_tiny", "loop_gpu"])
+def test_shipped_loop_configs_and_their_stage_configs_load(name):
+    from mgrd.config import load_config
+    from mgrd.train import rl, sft
+
+    cfg = driver.load(name, ["model=/any/checkpoint"])
+    for stage in (cfg.cold_sft, cfg.sft):
+        sft.load(sft.SFTConfig, stage.config, list(stage.overrides))
+    load_config(rl.RLConfig, cfg.rl.config, list(cfg.rl.overrides))
