@@ -5,6 +5,7 @@ Layout:
     runs/<name>/
       config.yaml                  the resolved config (defaults + YAML + overrides)
       metrics.jsonl                one JSON object per logged step: {"step", "time", ...}; eval rows' keys start "eval/"
+                                   (a NaN or infinite value is written as null)
       tb/                          the same scalars for TensorBoard
       checkpoints/step_<N>/        written atomically (mgrd.atomic): trainable.safetensors (the trainable tensors;
                                    frozen ones are rebuilt from the model's source), optimizer.pt, rng.pt (python,
@@ -22,6 +23,7 @@ rank calls the save; the main rank writes). It does no training and chooses no s
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -103,7 +105,7 @@ class RunDir:
         row.update({k: _scalar(v) for k, v in metrics.items()})
         if self.is_main:
             with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, allow_nan=True) + "\n")
+                f.write(json.dumps(row, allow_nan=False) + "\n")
             writer = self._writer()
             if writer is not None:
                 for key, value in row.items():
@@ -425,10 +427,13 @@ def plain(value):
 
 
 def _scalar(value):
+    """A metric as JSON data; a NaN or infinite number becomes null (metrics.jsonl stays strict JSON)."""
     if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
+        value = value.item() if value.numel() == 1 else value.tolist()
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

@@ -295,9 +295,11 @@ class SFTTrainer:
         if self.device.type == "cuda":
             metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.nan_skips > cfg.run.max_nan_skips:
-            raise TrainingDivergedError(
+            err = TrainingDivergedError(
                 f"stopped at step {self.step}: {self.nan_skips} step(s) had a non-finite loss or gradient norm "
                 f"(run.max_nan_skips={cfg.run.max_nan_skips}); lower optim.lr or check the data")
+            err.metrics = metrics  # the last step's row, for the log
+            raise err
         return metrics
 
     def _autocast(self):
@@ -442,7 +444,11 @@ def _loop(trainer: SFTTrainer) -> Path:
     bar = run_dir.progress(cfg.run.max_steps, initial=trainer.step, enabled=cfg.run.progress)
     while trainer.step < cfg.run.max_steps:
         examples = trainer.mixture.draw(trainer.step, trainer.global_batch)
-        metrics = trainer.train_step(examples)
+        try:
+            metrics = trainer.train_step(examples)
+        except TrainingDivergedError as err:
+            run_dir.log(trainer.step, err.metrics)  # the row that shows why the run stopped
+            raise
         step = trainer.step
         if step % cfg.run.log_every == 0 or step == cfg.run.max_steps:
             run_dir.log(step, metrics)

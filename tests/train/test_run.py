@@ -176,10 +176,13 @@ def test_metrics_rows_tensorboard_and_truncation(tmp_path):
     for step in (1, 2, 3):
         run.log(step, {"loss": torch.tensor(1.0 / step), "lr": 0.1})
     run.log(3, {"eval/loss": 0.5})
+    run.log(3, {"loss": float("nan"), "grad_norm": torch.tensor(float("inf"))})
     run.close()
     rows = run.read_metrics()
-    assert [r["step"] for r in rows] == [1, 2, 3, 3] and rows[0]["loss"] == 1.0 and "time" in rows[0]
-    assert rows[-1]["eval/loss"] == 0.5
+    assert [r["step"] for r in rows] == [1, 2, 3, 3, 3] and rows[0]["loss"] == 1.0 and "time" in rows[0]
+    assert rows[3]["eval/loss"] == 0.5
+    assert rows[4]["loss"] is None and rows[4]["grad_norm"] is None  # strict JSON: no NaN literal
+    assert "NaN" not in run.metrics_path.read_text() and "Infinity" not in run.metrics_path.read_text()
     assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))
     assert "betas:\n  - 0.9" in (tmp_path / "r" / "config.yaml").read_text()
     run.truncate_metrics(2)

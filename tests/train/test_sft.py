@@ -8,8 +8,9 @@ The runs use the tiny preset (random init, offline tokenizer) and a small suite 
 import copy
 import dataclasses
 import json
-import shutil
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,8 +322,9 @@ def test_nan_loss_is_skipped_counted_and_stops_after_the_limit(trainer):
         assert all(torch.equal(p, start[0][n]) for n, p in trainer.model.named_parameters())
         assert trainer.train_step(examples)["skipped"] == 0  # a good step after a bad one trains
         assert any(not torch.equal(p, start[0][n]) for n, p in trainer.model.named_parameters())
-        with pytest.raises(TrainingDivergedError, match="2 step.*non-finite.*max_nan_skips=1"):
+        with pytest.raises(TrainingDivergedError, match="2 step.*non-finite.*max_nan_skips=1") as caught:
             trainer.train_step(poisoned)
+        assert caught.value.metrics["nan_skips"] == 2 and not math.isfinite(caught.value.metrics["loss"])
     finally:
         for x, state in zip((trainer.model, trainer.optimizer, trainer.scheduler), start):
             x.load_state_dict(state)
