@@ -599,6 +599,24 @@ def load_items(cfg: RLConfig, run_path: Path) -> list:
     items = [item for path in paths for item in load_manifest(path)]
     if not items:
         raise ValueError(f"no items in {', '.join(map(str, paths))}: RL needs prompts")
+    return check_tasks(items)
+
+
+def check_tasks(items: list) -> list:
+    """`items`, once every one's task is registered (its grader scores the rewards).
+
+    Raises:
+        ValueError: the first item of an unregistered task, by FILE:LINE, with the close task names.
+    """
+    from mgrd.tasks import find_task, get_task
+
+    for item in items:
+        if find_task(item.task) is None:
+            try:
+                get_task(item.task)
+            except KeyError as err:  # UnknownTaskError: its message lists close names
+                raise ValueError(f"{item.source or item.id}: {err}; register the task (mgrd.tasks.register_task) "
+                                 "to grade its rewards") from None
     return items
 
 
@@ -608,7 +626,7 @@ def load_eval_items(cfg: RLConfig, dist_info) -> list:
     from mgrd.data.manifest import load_manifest
     from mgrd.train.distributed import shard
 
-    items = [item for path in cfg.data.eval_manifests for item in load_manifest(path)]
+    items = check_tasks([item for path in cfg.data.eval_manifests for item in load_manifest(path)])
     if cfg.data.eval_max_items:
         items = items[: cfg.data.eval_max_items]
     return shard(items, dist_info, drop_remainder=True)

@@ -101,6 +101,19 @@ def test_every_rl_config_loads_and_the_gpu_ones_are_the_reports_ppo():
             assert cfg.sampling.max_new_tokens == 10240 and cfg.model.distributed == "fsdp2", name
 
 
+def test_an_unregistered_task_and_an_empty_manifest_are_clear_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "task": "text_compar", "question": "q?", "answer": "a"}) + "\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for manifest, message in ((bad, f"{bad}:1: unknown task 'text_compar'; did you mean text_compare"),
+                              (empty, f"{empty}: manifest has no rows")):
+        args = ["--set", f"data.manifests=[{manifest}]", "--set", f"run.out_dir={tmp_path}",
+                "--set", f"run.name={manifest.stem}", "--set", "run.progress=false"]
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_step_items_are_a_function_of_the_step():
     items = list(range(5))
     first = [step_items(items, s, 2, seed=3) for s in range(5)]  # 10 positions = two epochs
