@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pytest
 import soundfile as sf
 
 RATE = 16_000
@@ -110,7 +109,14 @@ def _audio(hz: float) -> dict:
     return {"bytes": wav_bytes(hz), "path": f"{int(hz)}.wav"}
 
 
+def _arrow():
+    """pyarrow and pyarrow.parquet; the parquet benchmarks' tests skip without them."""
+    pa = pytest.importorskip("pyarrow")
+    return pa, pytest.importorskip("pyarrow.parquet")
+
+
 def write_spoken_mqa(root: Path) -> Path:
+    pa, pq = _arrow()
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     digit_type = pa.struct([("text", pa.string())])
@@ -143,6 +149,7 @@ WILDSPEECH_ROWS = [
 
 
 def write_wildspeech(root: Path, rows=WILDSPEECH_ROWS) -> Path:
+    pa, pq = _arrow()
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([dict(r, audio=_audio(400 + 40 * i)) for i, r in enumerate(rows)])

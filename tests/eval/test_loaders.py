@@ -120,8 +120,7 @@ def test_every_benchmark_prompts_through_a_registered_task():
 
 
 def test_mmsu_parquet_with_embedded_audio(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa, pq = fx._arrow()
 
     root = tmp_path / "mmsu" / "data"
     root.mkdir(parents=True)
