@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,15 @@ class RLConfig:
     algo: AlgoConfig = option(AlgoConfig(), "algorithm and knobs")
     reward: RewardConfig = option(RewardConfig(), "reward functions and weights")
     sampling: SamplingConfig = option(SamplingConfig(max_new_tokens=512), "rollout sampling (report: up to "
-                                      "10,240 tokens); its seed, when null, is the run seed (+ step, + rank)")
+                                      "10,240 tokens); keep temperature 1 and no filters (the trainer scores the raw "
+                                      "policy); its seed, when null, is the run seed (+ step, + rank)")
     data: DataConfig = option(DataConfig(), "the prompts")
 
     def __post_init__(self):
+        s = self.sampling
+        if (s.temperature, s.top_k, s.top_p, s.repetition_penalty) != (1.0, 0, 1.0, 1.0):
+            warnings.warn("RL samples with temperature/top-k/top-p/repetition penalty changed, but the trainer scores "
+                          "the raw (temperature 1) policy: the updates are off-policy", stacklevel=2)
         if self.optim.grad_accum != 1:
             raise ValueError("optim.grad_accum is not used by RL: each step's rollouts set the accumulation "
                              "(algo.minibatches optimiser steps, optim.micro_batch_size rows per forward)")
