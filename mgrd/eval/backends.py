@@ -29,6 +29,7 @@ from mgrd.chat import THINK_END
 from mgrd.eval.variants import apply, wav_bytes
 from mgrd.eval.variants import think_budget as variant_budget
 from mgrd.generate import SamplingConfig, decode_text
+from mgrd.rollout.engine import DEFAULT_MAX_POSITIONS
 from mgrd.tasks import get_task
 
 STEP_STOP_ID = 151665  # the official client's stop_token_ids (reference §1.2)
@@ -79,6 +80,7 @@ class LocalModel:
         self.model = load_pretrained(model_dir, tokenizer=self.tokenizer, dtype=dtype, device=device)
         self.model.eval()
         self.sampling, self.batch_size = sampling, batch_size
+        self.max_positions = int(self.model.config.text.get("max_position_embeddings", DEFAULT_MAX_POSITIONS))
         self.think_budget, self.answer_tokens = think_budget, answer_tokens
 
     def generate(self, jobs: Sequence[Job]) -> Iterator[list[Output]]:
@@ -96,8 +98,11 @@ class LocalModel:
         for job in jobs:
             try:
                 row = apply(job.row, job.key[1])  # the variant's audio, made only now (memory)
-                prompts.append(get_task(job.task).encode_prompt(row, self.tokenizer,
-                                                                audio_config=self.model.config.audio))
+                prompt = get_task(job.task).encode_prompt(row, self.tokenizer, audio_config=self.model.config.audio)
+                if len(prompt.input_ids) >= self.max_positions:  # would fail the whole batch in rollout
+                    raise ValueError(f"prompt of {len(prompt.input_ids)} tokens does not fit the model's "
+                                     f"{self.max_positions} positions")
+                prompts.append(prompt)
                 ready.append(job)
             except (AudioError, ValueError) as err:  # a clip that cannot be read is this item's error only
                 failed.append(Output(job.key, None, error=f"prompt: {err}"))
@@ -230,6 +235,8 @@ class Endpoint:
             return Output(job.key, None, error=f"endpoint HTTP {err.status_code}: {str(err)[:200]}")
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             return Output(job.key, None, error=f"endpoint {type(err).__name__}: {str(err)[:200]}")
+        if not getattr(reply, "choices", None):
+            return Output(job.key, None, error=f"endpoint reply without choices: {str(reply)[:200]}")
         choice = reply.choices[0]
         text = raw_text(choice.message.content, getattr(choice.message, "reasoning_content", None)
                         or getattr(choice.message, "reasoning", None))

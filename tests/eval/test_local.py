@@ -58,3 +58,20 @@ def test_tiny_model_run_writes_everything_and_resumes_without_the_model(tiny_mod
     narrow = json.loads((run / "summary.json").read_text())
     assert narrow["overall"]["n"] == 2 and list(narrow["variants"]) == ["clean"]
     assert len((run / "samples.jsonl").read_text().splitlines()) == 16
+
+
+def test_prompt_past_the_context_is_that_items_error(tiny_model, tiny_suite, tmp_path):
+    import shutil
+
+    small = tmp_path / "small"
+    shutil.copytree(tiny_model, small)
+    config = json.loads((small / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 60  # the suite's prompts run 46 to 125 tokens
+    (small / "config.json").write_text(json.dumps(config))
+    args = ["--task", "synthetic", "--data", str(tiny_suite), "--model", str(small), "--out", str(tmp_path / "run"),
+            "--max-new-tokens", "4", "--temperature", "0", "--no-progress", "--no-report"]
+    assert main(args) == 1  # finished; the items that do not fit are errors, not wrong answers
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0 < summary["overall"]["errors"] < 4
+    assert summary["overall"]["errors"] + summary["overall"]["official_n"] == 4
+    assert all("does not fit the model's 60 positions" in e for e in summary["errors"])
