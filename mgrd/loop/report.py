@@ -157,7 +157,7 @@ def _plots(root: Path, summary: dict) -> list[str]:
     if sampled:
         ax.plot([e["iteration"] for e in its if "sampling" in e],
                 [e["sampling"]["think_words_mean"] for e in its if "sampling" in e], "s--", label="sampled candidates")
-    ax.set(xlabel="iteration", ylabel="think length (words)", title="think length")
+    ax.set(xlabel="iteration", ylabel="think length (eval: tokens; sampled: words)", title="think length")
     ax.legend(fontsize=7)
     save(fig, "think.png")
 
@@ -218,7 +218,7 @@ def table_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
-HEADER = ["iter", "test acc %", "ood acc %", "grounding", "verified claims", "think words", "all filters",
+HEADER = ["iter", "test acc %", "ood acc %", "grounding", "verified claims", "think len (eval)", "all filters",
           "kept chains", "RL items", "wall s"]
 
 
