@@ -98,7 +98,7 @@ def hf_twin(checkpoint: Path):
 
 
 def write_manifest(n: int, folder: Path) -> Path:
-    """`n` text-only arithmetic items with chains of 1-24 steps, so lengths vary (about 40 to 500 tokens)."""
+    """`n` text-only arithmetic items with chains of 1-24 steps, so lengths vary (about 40 to 150 tokens)."""
     rng = np.random.default_rng(SEED)
     rows = []
     for i in range(n):

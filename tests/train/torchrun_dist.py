@@ -1,11 +1,13 @@
 """A few AdamW steps of the tiny preset on a fixed global batch, with `mgrd.train.distributed`'s rank-correct parts.
 
 Run by `tests/train/test_distributed.py` in two ways on the same global batches:
-- under `torchrun --nproc-per-node 2` as `python torchrun_dist.py OUT SFT_ARGV_JSON STRATEGY...` (ddp, fsdp2): for
+- under `torchrun --nproc-per-node 2` as `python torchrun_dist.py OUT RUNS_JSON STRATEGY...` (ddp, fsdp2): for
   each strategy in turn each rank trains a fresh model on its `shard` of every global batch in micro-batches; rank 0
-  writes {strategy: result} to OUT (`torch.save`). Then, in the same processes, each argument list of
-  SFT_ARGV_JSON (a JSON list of `mgrd sft` argument lists) runs through `mgrd.train.sft.main`, which starts and
-  stops a process group of its own. One launch for everything saves the start-up (imports) of the next.
+  writes {strategy: result} to OUT (`torch.save`). Then, in the same processes, each `[stage, argv]` of RUNS_JSON
+  runs `mgrd sft` or `mgrd rl` (`mgrd.train.sft.main` / `mgrd.train.rl.main`), each starting and stopping a process
+  group of its own; RL runs can use the reward `variety` (distinct characters over characters: it varies between
+  any two samples of a random model, so advantages and gradients are not zero). One launch for everything saves
+  the start-up (imports) of the next.
 - in the test process itself through `train("none", DistInfo())`, one process taking the whole global batch.
 The two results (loss per step, gradient norm per step, final parameters) must agree to float tolerance.
 
@@ -128,7 +130,7 @@ def train(strategy: str, info: D.DistInfo) -> dict:
 
 
 if __name__ == "__main__":
-    out, sft_runs, strategies = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+    out, stage_runs, strategies = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
     torch.set_num_threads(1)
     info = D.init("cpu", timeout_s=120)  # a rank out of step fails in 2 minutes, not gloo's 30
     try:
@@ -142,8 +144,10 @@ if __name__ == "__main__":
         D.barrier()
     finally:
         D.cleanup()
-    from mgrd.train.sft import main
+    from mgrd.train import rl, sft
+    from mgrd.train.rewards import register_reward
 
-    for argv in sft_runs:
-        if main(argv):
-            raise SystemExit(f"mgrd sft {' '.join(argv)} failed")
+    register_reward("variety", lambda completions, **columns: [len(set(t)) / max(len(t), 1) for t in completions])
+    for stage, argv in stage_runs:
+        if {"sft": sft.main, "rl": rl.main}[stage](argv):
+            raise SystemExit(f"mgrd {stage} {' '.join(argv)} failed")
