@@ -110,14 +110,17 @@ class OptimConfig:
 
 @dataclass
 class LoraSetup:
-    """LoRA through peft on the LLM's linear layers (rank 0 = off: full fine-tuning)."""
+    """LoRA through peft on the LLM's linear layers (rank 0 = off: full fine-tuning).
+
+    A run's final/ always holds the merged weights in the official layout (what `mgrd generate`, the server and
+    the released vLLM fork, which refuses LoRA, load); final_lora/ holds the LoRA matrices alone in peft's layout
+    (`peft.PeftModel.from_pretrained(base_model, "runs/<name>/final_lora")`; a trained audio adapter is in final/).
+    """
 
     rank: int = option(0, "LoRA rank r; 0 trains the LLM's own weights instead")
     alpha: float = option(16.0, "LoRA alpha (the update is scaled by alpha / rank)")
     dropout: float = option(0.0, "dropout on the LoRA input")
     target_modules: tuple[str, ...] = option(LORA_TARGETS, "names of the Qwen2 linear layers that get LoRA")
-    merge_on_save: bool = option(True, "final/ holds the merged weights (official layout); the adapter is also "
-                                   "saved alone under final/lora/")
 
     def __post_init__(self):
         _check_positive("model.lora.rank", self.rank, allow_zero=True)

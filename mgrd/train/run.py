@@ -12,7 +12,8 @@ Layout:
                                    numpy, torch and CUDA generators of every rank), state.json (step, scheduler, data
                                    position, and the model fingerprint a resume is checked against)
       final/                       the trained model, official layout, with its tokenizer (`mgrd generate` loads it)
-      final_lora/                  with LoRA: the adapter alone (peft adapter_config.json + adapter_model.safetensors)
+      final_lora/                  with LoRA: the LoRA matrices alone in peft's layout (adapter_config.json +
+                                   adapter_model.safetensors); a trained audio adapter is in final/ only
       done.json                    written last: the run finished
 
 `RunDir` writes all of it and reads a checkpoint back for `--resume`; model and optimizer states go through
@@ -252,8 +253,10 @@ class RunDir:
         from safetensors.torch import save_file
 
         with atomic_folder(self.path / "final_lora", overwrite=True) as tmp:
-            # peft's names: the LLM is `model`; the adapter key drops the adapter name ("default")
-            adapter = {k.replace(".default.", "."): v.contiguous() for k, v in full.items() if "lora_" in k}
+            # peft's names for a PeftModel around the whole AudioReasoner: `base_model.model.` + the tensor's name,
+            # without the adapter name ("default"); `PeftModel.from_pretrained(base, final_lora)` loads them
+            adapter = {"base_model.model." + k.replace(".default.", "."): v.contiguous()
+                       for k, v in full.items() if "lora_" in k}
             save_file(adapter, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
             (tmp / "adapter_config.json").write_text(json.dumps(plain(lora_config), indent=2) + "\n")
 

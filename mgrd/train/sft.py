@@ -165,30 +165,28 @@ def eval_source(item, data: SFTDataConfig) -> str:
 
 
 class SFTTrainer:
-    """The SFT run's state and its two operations, `train_step` and `evaluate`. Build it with `setup`."""
+    """The SFT run's state (model, data, optimiser, run folder) and its operations: `train_step`, `evaluate`,
+    `save` and `restore`. `SFTTrainer(cfg)` sets everything up; `run(cfg)` drives the loop."""
 
     def __init__(self, cfg: SFTConfig):
         import torch
 
         from mgrd.train import distributed as dist
+        from mgrd.train.optim import build_optimizer, build_scheduler, prepare_trainable
+        from mgrd.train.run import RunDir, model_fingerprint
 
         self.cfg = cfg
         self.info = dist.init(cfg.run.device)
-        from mgrd.train.run import RunDir
-
         # the folder first: a run that already exists is refused before any weights load or data encode
-        self.run_dir = RunDir(cfg.run.path, is_main=self.info.is_main, tensorboard=cfg.run.tensorboard)
         cfg.data.check()
+        self.run_dir = RunDir(cfg.run.path, is_main=self.info.is_main, tensorboard=cfg.run.tensorboard)
         self.run_dir.prepare(dataclasses.asdict(cfg), resume=cfg.run.resume)
         torch.manual_seed(cfg.run.seed)
         setup = cfg.model
         # FSDP2 moves each layer's shard to the GPU as it wraps it: load on the CPU, not a full copy per GPU
         sharded = setup.distributed == "fsdp2" and self.info.distributed
-        load_device = torch.device("cpu") if sharded else self.info.device
-        model, self.tokenizer = load_model_and_tokenizer(setup, load_device, cfg.run.seed)
-        from mgrd.train.optim import prepare_trainable
-        from mgrd.train.run import model_fingerprint
-
+        model, self.tokenizer = load_model_and_tokenizer(setup, torch.device("cpu") if sharded else self.info.device,
+                                                         cfg.run.seed)
         self.trainable = prepare_trainable(model, setup)
         self.fingerprint = model_fingerprint(model, self.trainable)
         self.model_config = model.config
@@ -200,8 +198,6 @@ class SFTTrainer:
         self.pad_id = _pad_id(model.config)
         self.max_length = context_limit(model.config, cfg.data)
         self._build_data()
-        from mgrd.train.optim import build_optimizer, build_scheduler
-
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.run.max_steps)
         self.step, self.nan_skips = 0, 0
@@ -224,11 +220,16 @@ class SFTTrainer:
             if not items:
                 raise ValueError(f"empty held-out set: {', '.join(cfg.eval.manifests)} hold no items")
             sources = cfg.data.sources()
+            too_long = 0
             for name in sources:
                 mine = [item for item in items if eval_source(item, cfg.data) == name]
-                examples, _ = encode_source(mine, name, sources[name].style, self.tokenizer, audio_config,
-                                            self.max_length)
+                examples, skipped = encode_source(mine, name, sources[name].style, self.tokenizer, audio_config,
+                                                  self.max_length)
                 self.eval_examples += examples
+                too_long += skipped
+            if too_long and self.info.is_main:
+                print(f"eval: {too_long} held-out example(s) longer than {self.max_length} tokens left out of "
+                      "eval/loss", file=sys.stderr)
             order = {id(item): i for i, item in enumerate(items)}
             self.eval_examples.sort(key=lambda e: order[id(e.item)])
             if cfg.eval.max_items:
@@ -462,7 +463,7 @@ def _loop(trainer: SFTTrainer) -> Path:
     if trainer.eval_examples or trainer.eval_items:
         last_eval = _log_eval(trainer, trainer.step)
     lora = None
-    if cfg.model.lora.enabled and cfg.model.lora.merge_on_save:
+    if cfg.model.lora.enabled:
         from mgrd.train.optim import lora_config_dict
 
         lora = lora_config_dict(cfg.model.lora)

@@ -4,6 +4,7 @@ folder (metrics rows, TensorBoard, atomic checkpoints that restore exactly, the 
 import dataclasses
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -259,6 +260,13 @@ def test_final_is_the_official_layout_with_lora_merged(model, tok, tmp_path):
     assert (final / "tokenizer.json").is_file() or (final / "tokenizer_config.json").is_file()
     adapter = json.loads((tmp_path / "r" / "final_lora" / "adapter_config.json").read_text())
     assert adapter["r"] == 2 and adapter["target_modules"] == ["q_proj"]
+    from peft import PeftModel  # the adapter alone, on the untrained base, is the same model again
+
+    base = build_model(model.config, seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*missing adapter keys.*")  # names peft does not expect
+        peft_model = PeftModel.from_pretrained(base, tmp_path / "r" / "final_lora")
+    torch.testing.assert_close(peft_model(x).logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_rng_state_round_trip():
