@@ -321,8 +321,8 @@ def memory_plan(
     n_targets = len(lora) // 2 // max(dims.layers, 1)
     layers_b, head_b = activation_bytes_per_token(dims, cb, activation_checkpointing, lora_rank, n_targets)
     rows["activations"] = tokens * (layers_b + head_b)
-    rows["working buffers"] = _working(params, trainable, dims, tokens, n, cb, strategy, autocast_bf16,
-                                       activation_checkpointing)
+    rows["working buffers"] = _working(params, trainable, dims, tokens, n, cb, strategy,
+                                       autocast_bf16 and wb == 4, activation_checkpointing)
     _rl_rows(plan, params, trainable, dims, n, wb, ob, cb, tokens, layers_b,
              reference_model, value_model, rollout_tokens)
     plan.notes.append("excluded: CUDA context and NCCL buffers (~1 GB per GPU) and fragmentation; keep 10-20 % free")
@@ -333,7 +333,8 @@ def memory_plan(
 
 def _working(params, trainable, dims: Dims, tokens: int, n: int, cb: int, strategy: str, autocast: bool,
              checkpointing: bool) -> int:
-    """Transient buffers at the peak of a step (an estimate, see the module docstring)."""
+    """Transient buffers at the peak of a step (an estimate, see the module docstring). `autocast`: bf16 compute
+    over fp32 weights (bf16 weights need no cast copies)."""
     out = tokens * dims.vocab * 4  # d(loss)/d(logits), fp32
     if checkpointing:
         out += tokens * _one_layer_bytes_per_token(dims, cb)  # the layer being recomputed

@@ -182,3 +182,17 @@ def test_format_plan_for_the_stage_configs(monkeypatch):
     text = M.format_plan(preset_config("step-audio-r1"), rl)
     assert "value model" in text and "rollout KV cache" in text and "reference policy" not in text
     assert "x 1536 tokens" in text  # 512 prompt tokens + 1024 new
+
+
+def test_autocast_copies_only_over_fp32_weights():
+    """DDP + autocast holds bf16 copies of fp32 weights (2 bytes each, encoder excluded); bf16 weights need none."""
+    base = dict(n_gpus=2, strategy="ddp", seq_len=16)
+    fp32 = M.memory_plan("tiny", weight_dtype="float32", **base).rows["working buffers"]
+    mixed = M.memory_plan("tiny", weight_dtype="float32", autocast_bf16=True, **base).rows["working buffers"]
+    bf16 = M.memory_plan("tiny", weight_dtype="bfloat16", **base).rows["working buffers"]
+    bf16_auto = M.memory_plan("tiny", weight_dtype="bfloat16", autocast_bf16=True, **base).rows["working buffers"]
+    assert bf16_auto == bf16
+    copies = 2 * (TINY["adapter"] + TINY["llm"] + TINY["lm_head"])
+    dims = M.model_params(tiny(512))[1]
+    recompute = 16 * (M._one_layer_bytes_per_token(dims, 2) - M._one_layer_bytes_per_token(dims, 4))  # bf16 layer
+    assert mixed - fp32 == copies + recompute
