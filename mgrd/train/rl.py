@@ -752,7 +752,10 @@ def run(cfg: RLConfig) -> Path:
                 rundir.log(step + 1, _reduce(evaluate(tr, held_out), dist_info))
             if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0:
                 _save(tr, rundir, step + 1)
-        rundir.save_final(tr.policy, tr.tokenizer)
+        from mgrd.train.optim import lora_config_dict
+
+        lora = lora_config_dict(cfg.model.lora) if cfg.model.lora.enabled else None
+        rundir.save_final(tr.policy, tr.tokenizer, lora_config=lora)  # the policy only: the value model stays behind
         rundir.finish({"steps": cfg.run.max_steps, "algorithm": cfg.algo.name, "nan_skips": tr.nan_skips,
                        "reward_skips": tr.reward_skips})
     finally:
