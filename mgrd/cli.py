@@ -37,10 +37,14 @@ Start here (all offline, on a CPU):
 """
 
 
-# Commands whose module imports torch at the top: (module with `add_parser`, the line `mgrd --help` shows)
+# Commands whose parser needs torch (module with `add_parser` -> {command: the line `mgrd --help` shows})
 HEAVY_COMMANDS = {
-    "sft": ("mgrd.train.sft", "supervised fine-tuning on the cold-start mixture (task CoT, conversation, audio QA)"),
-    "rl": ("mgrd.train.rl", "reinforcement learning with verifiable rewards (PPO as in the report, or GRPO)"),
+    "mgrd.loop.cli": {
+        "loop": "the MGRD loop: sample, filter, distil (SFT), RL, evaluate, report; resumable",
+        "speedrun": "synthesise data, cold-start the tiny model, run a short MGRD loop, print the report (CPU minutes)",
+    },
+    "mgrd.train.sft": {"sft": "supervised fine-tuning on the cold-start mixture (task CoT, conversation, audio QA)"},
+    "mgrd.train.rl": {"rl": "reinforcement learning with verifiable rewards (PPO as in the report, or GRPO)"},
 }
 
 
@@ -70,11 +74,12 @@ def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_eval_parser(sub)
     add_serve_parser(sub)
-    for name, (module, help_line) in HEAVY_COMMANDS.items():
-        if command in ("all", name):
+    for module, commands in HEAVY_COMMANDS.items():
+        if command == "all" or command in commands:
             importlib.import_module(module).add_parser(sub)
         else:  # listed in `mgrd --help` without importing torch; `mgrd NAME ...` builds the real parser
-            sub.add_parser(name, help=help_line, add_help=False)
+            for name, help_line in commands.items():
+                sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
