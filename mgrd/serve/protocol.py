@@ -94,10 +94,10 @@ class ChatCompletionRequest(BaseModel):
 
     model: str | None = Field(None, description="the served model name; omitted = the served model")
     messages: list[Message] = Field(min_length=1)
-    temperature: float | None = Field(None, ge=0, le=100, description="0 = greedy; default 1")
+    temperature: float | None = Field(None, ge=0, le=100, description="0 (or under 1e-5) = greedy; default 1")
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=-1, description="vLLM: -1 or 0 = off")
-    repetition_penalty: float | None = Field(None, gt=0, le=100)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="1 = off")
     presence_penalty: float | None = Field(None, description="not supported: 0 only")
     frequency_penalty: float | None = Field(None, description="not supported: 0 only")
     max_tokens: int | None = Field(None, ge=1)
@@ -177,7 +177,7 @@ def prepare(req: ChatCompletionRequest, tokenizer, audio_config, limits: Limits)
     try:
         cfg = SamplingConfig(
             max_new_tokens=budget,
-            temperature=1.0 if req.temperature is None else req.temperature,
+            temperature=_temperature(req.temperature),
             top_p=1.0 if req.top_p is None else req.top_p,
             top_k=top_k,
             repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
@@ -188,6 +188,13 @@ def prepare(req: ChatCompletionRequest, tokenizer, audio_config, limits: Limits)
         raise ApiError(400, str(err)) from None
     return Prepared(prompt=prompt, cfg=cfg, n=req.n, stop_strings=tuple(stops),
                     skip_special_tokens=req.skip_special_tokens, prefix=_open_prefix(req), audio_seconds=seconds)
+
+
+GREEDY_BELOW = 1e-5  # a smaller temperature is greedy (vLLM's rule): dividing by it would overflow the logits
+
+
+def _temperature(value: float | None) -> float:
+    return 1.0 if value is None else 0.0 if value < GREEDY_BELOW else value
 
 
 def _completion_budget(req: ChatCompletionRequest, prompt_tokens: int, limits: Limits) -> int:

@@ -251,8 +251,12 @@ class Scheduler:
         picked, start = [], 0
         for job in jobs:
             rows = logits[start: start + job.n].index_fill(1, self.banned, float("-inf"))
-            processed = process_logits(rows, job.seen, job.cfg)
-            tokens = pick_tokens(processed, job.cfg.greedy, job.generator)
+            try:
+                tokens = pick_tokens(process_logits(rows, job.seen, job.cfg), job.cfg.greedy, job.generator)
+            except RuntimeError as err:  # e.g. settings that overflow to NaN: this job fails, the others go on
+                job.cancelled = True
+                _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=f"sampling failed: {err}"))
+                tokens = torch.full((job.n,), self.pad_id, dtype=torch.long, device=rows.device)
             picked.append(tokens)
             start += job.n
         tokens_all = torch.cat(picked)
@@ -260,7 +264,8 @@ class Scheduler:
         host = tokens_all.tolist()  # the step's one host read
         start = 0
         for job, tokens in zip(jobs, picked):
-            self._advance(job, tokens, host[start: start + job.n])
+            if not job.cancelled:
+                self._advance(job, tokens, host[start: start + job.n])
             start += job.n
 
     def _advance(self, job: Job, tokens: torch.Tensor, host: list[int]) -> None:

@@ -167,3 +167,20 @@ def test_bad_jobs_are_refused(model, prompts):
         sched.submit(prompts[0], SamplingConfig(), 3, Collector())
     with pytest.raises(ValueError, match="no tokens"):
         sched.submit(Prompt([], []), SamplingConfig(), 1, Collector())
+
+
+def test_a_job_whose_sampling_fails_ends_alone(model, prompts):
+    """Settings that overflow to NaN (a repetition penalty of 5e-324, found by the schemathesis run) fail that
+    job with an error event; the job beside it decodes on as alone."""
+    sched = Scheduler(model, max_rows=4)
+    bad, good = Collector(), Collector()
+    ok = SamplingConfig(max_new_tokens=6, temperature=0)
+    sched.submit(prompts[0], SamplingConfig(max_new_tokens=6, temperature=1.0, repetition_penalty=5e-324), 1, bad)
+    sched.submit(prompts[2], ok, 1, good)
+    sched.start()
+    try:
+        event = bad.events.get(timeout=60)
+        assert event.done and "sampling failed" in event.error
+        assert good.wait(1) == alone(model, prompts[2], ok)
+    finally:
+        sched.stop()
