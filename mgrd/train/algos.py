@@ -119,15 +119,16 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     """
     mask = mask.to(values.dtype)
     values = values * mask
-    steps = rewards.shape[1]
-    advantages = torch.zeros_like(values)
-    running = torch.zeros_like(values[:, 0])
-    for t in reversed(range(steps)):
-        next_value = values[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        # past a row's end `running` restarts: padding carries nothing back into the real tokens
-        running = (delta + gamma * lam * running) * mask[:, t]
-        advantages[:, t] = running
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)  # 0 past each row's end
+    deltas = (rewards + gamma * next_values - values) * mask
+    if gamma * lam == 1.0:  # the report's setting: A_t is the sum of the deltas from t on, one reverse cumsum
+        advantages = deltas.flip(1).cumsum(1).flip(1) * mask
+    else:
+        advantages = torch.zeros_like(values)
+        running = torch.zeros_like(values[:, 0])
+        for t in reversed(range(rewards.shape[1])):
+            running = deltas[:, t] + gamma * lam * running * mask[:, t]  # padding carries nothing back
+            advantages[:, t] = running
     return advantages, (advantages + values) * mask
 
 
