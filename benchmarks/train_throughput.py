@@ -3,8 +3,9 @@
 1. SFT: tokens per second of `mgrd.train.sft.SFTTrainer.train_step` against TRL's `SFTTrainer`. Both train the
    same random-init Qwen2 (ours is the LLM of an `AudioReasoner` whose encoder never runs on text; TRL's a
    transformers `Qwen2ForCausalLM` holding the very same weights, checked by comparing logits), on the same
-   encoded examples (our task-CoT source: `q -> <think>chain</think> answer`, loss on the reply only; TRL gets
-   the token ids and the completion mask), with the same batch size, AdamW, learning rate and no accumulation.
+   encoded examples in the same batches (our task-CoT source: `q -> <think>chain</think> answer`, loss on the reply
+   only; TRL gets our mixture's draws in order, as token ids and the completion mask, through a sequential
+   sampler), with the same batch size, AdamW, learning rate and no accumulation, so padding is equal too.
    Tokens per second counts real (non-padding) tokens of the measured steps over their wall time.
 2. RL: one step (rollout of G samples for each of P prompts up to `--new-tokens` tokens, reward, one update) of our
    `mgrd.train.rl` against TRL's `GRPOTrainer` with the same group size, prompts per step, completion length,
@@ -28,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import warnings
@@ -123,6 +124,12 @@ class Timing:
 
     seconds: list[float]
     tokens: list[int]
+    slots: list[int] = field(default_factory=list)  # SFT: padded positions (rows x longest row per forward)
+
+    @property
+    def padding(self) -> float:
+        """The fraction of computed positions that were padding (SFT)."""
+        return 1 - sum(self.tokens) / sum(self.slots) if self.slots else float("nan")
 
     @property
     def tokens_per_s(self) -> float:
@@ -155,23 +162,26 @@ def ours_sft(checkpoint: Path, manifest: Path, out: Path, dims: dict, n_steps: i
         for step in range(warmup + n_steps):
             start = _now()
             examples = trainer.mixture.draw(trainer.step, trainer.global_batch)
-            trainer.train_step(examples)
+            metrics = trainer.train_step(examples)
             elapsed = _now() - start
             if step >= warmup:
                 timing.seconds.append(elapsed)
                 timing.tokens.append(sum(len(e.input_ids) for e in examples))
+                timing.slots.append(round(timing.tokens[-1] / (1 - metrics["padding"])))
     finally:
         trainer.run_dir.close()
     return timing
 
 
-def encoded_examples(checkpoint: Path, manifest: Path, out: Path, dims: dict) -> list:
-    """The examples our trainer trains on (its own data path), for TRL: ids and the reply mask."""
+def encoded_examples(checkpoint: Path, manifest: Path, out: Path, dims: dict, n_steps: int) -> list:
+    """The examples our trainer draws in its first `n_steps` steps (its own data path and mixture), in order, for
+    TRL: ids and the reply mask. Fed to TRL in this order, both sides train on the very same batches."""
     from mgrd.train.sft import SFTTrainer
 
-    trainer = SFTTrainer(sft_config(checkpoint, manifest, out, dims, 1))
+    trainer = SFTTrainer(sft_config(checkpoint, manifest, out, dims, n_steps))
     trainer.run_dir.close()
-    return [(list(e.input_ids), list(e.labels_mask)) for e in trainer.data.sources["task_cot"]]
+    drawn = [e for step in range(n_steps) for e in trainer.mixture.draw(step, trainer.global_batch)]
+    return [(list(e.input_ids), list(e.labels_mask)) for e in drawn]
 
 
 class _StepClock:
@@ -215,20 +225,23 @@ def trl_sft(checkpoint: Path, examples: list, out: Path, dims: dict, n_steps: in
     trainer = SFTTrainer(model=hf_twin(checkpoint), args=args, train_dataset=data, processing_class=tok,
                          callbacks=[clock.callback])
     _quiet(trainer)
-    collate, tokens, collate_s = trainer.data_collator, [], []
+    # our draws, in order: a sequential sampler instead of the Trainer's random one (the same batches, same padding)
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    collate, tokens, slots, collate_s = trainer.data_collator, [], [], []
 
     def counting(batch):
         start = _now()
         out_batch = collate(batch)
         collate_s.append(_now() - start)
         tokens.append(sum(len(b["input_ids"]) for b in batch))
+        slots.append(len(batch) * max(len(b["input_ids"]) for b in batch))
         return out_batch
 
     trainer.data_collator = counting
     trainer.train()
     n = len(clock.seconds)
     seconds = [s + c for s, c in zip(clock.seconds, collate_s[:n])]
-    return Timing(seconds[warmup:], tokens[warmup:n])
+    return Timing(seconds[warmup:], tokens[warmup:n], slots[warmup:n])
 
 
 def _quiet(trainer) -> None:
@@ -344,7 +357,7 @@ def trl_grpo(checkpoint: Path, prompts: list[str], out: Path, dims: dict, n_step
 def bench_sft(dims: dict, work: Path) -> dict:
     checkpoint = write_checkpoint(dims, work / "model")
     manifest = write_manifest(dims["examples"], work)
-    examples = encoded_examples(checkpoint, manifest, work / "probe", dims)
+    examples = encoded_examples(checkpoint, manifest, work / "probe", dims, dims["warmup"] + dims["steps"])
     lengths = [len(e[0]) for e in examples]
     best: dict[str, Timing] = {}
     for r in range(dims["rounds"]):
@@ -359,7 +372,8 @@ def bench_sft(dims: dict, work: Path) -> dict:
                 best[name] = t
     return dict(examples=len(examples), mean_len=float(np.mean(lengths)), max_len=max(lengths),
                 ours_tokens_per_s=best["ours"].tokens_per_s, trl_tokens_per_s=best["trl"].tokens_per_s,
-                ratio=best["ours"].tokens_per_s / best["trl"].tokens_per_s)
+                ratio=best["ours"].tokens_per_s / best["trl"].tokens_per_s, ours_padding=best["ours"].padding,
+                trl_padding=best["trl"].padding)
 
 
 def bench_rl(dims: dict, work: Path) -> dict:
@@ -414,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_sft:
             s = bench_sft(dims, work)
             results["sft"] = s
-            print(f"SFT  batch {dims['batch']}, {s['examples']} examples (mean {s['mean_len']:.0f}, max {s['max_len']} "
-                  f"tokens): ours {s['ours_tokens_per_s']:,.0f} tokens/s, TRL SFTTrainer "
-                  f"{s['trl_tokens_per_s']:,.0f} tokens/s -> {s['ratio']:.2f}x")
+            print(f"SFT  batch {dims['batch']}, {s['examples']} examples drawn (mean {s['mean_len']:.0f}, "
+                  f"max {s['max_len']} tokens): ours {s['ours_tokens_per_s']:,.0f} tokens/s, TRL SFTTrainer "
+                  f"{s['trl_tokens_per_s']:,.0f} tokens/s -> {s['ratio']:.2f}x (padding: ours {s['ours_padding']:.0%}, "
+                  f"TRL {s['trl_padding']:.0%})")
         if not args.skip_rl:
             r = bench_rl(dims, work)
             results["rl"] = r
