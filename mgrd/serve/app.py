@@ -156,7 +156,7 @@ class _Run:
         return sum(row.tokens for row in self.rows)
 
 
-async def _complete(run: _Run, request: Request, model: str, speech: tts_settings | None) -> dict:
+async def _complete(run: _Run, request: Request, model: str, speech: SpeechSettings | None) -> dict:
     """The whole completion as one document; the job is cancelled if the client disconnects meanwhile."""
     reasoning, answer = [[] for _ in run.rows], [[] for _ in run.rows]
     try:
@@ -185,7 +185,7 @@ async def _complete(run: _Run, request: Request, model: str, speech: tts_setting
     return completion_body(messages, run.finish, len(run.prep.prompt.input_ids), run.completion_tokens, model)
 
 
-async def _spoken(text: str, speech: "tts_settings") -> dict:
+async def _spoken(text: str, speech: SpeechSettings) -> dict:
     """OpenAI's `message.audio`: the answer spoken, base64, with its transcript."""
     try:
         wave = await asyncio.to_thread(tts.speak, text, speech.voice)
@@ -195,7 +195,7 @@ async def _spoken(text: str, speech: "tts_settings") -> dict:
             "expires_at": int(time.time()) + 3600, "transcript": text}
 
 
-async def _stream(run: _Run, model: str, speech: "tts_settings | None", include_usage: bool) -> AsyncIterator[str]:
+async def _stream(run: _Run, model: str, speech: SpeechSettings | None, include_usage: bool) -> AsyncIterator[str]:
     """Server-Sent Events: a role chunk per choice, then `delta.reasoning_content` / `delta.content` pieces, spoken
     sentences as `delta.audio` (each as soon as espeak-ng has it), a finish chunk per choice, the usage chunk if
     asked, and `[DONE]`. Closing the stream cancels the job."""
@@ -252,12 +252,14 @@ async def _stream(run: _Run, model: str, speech: "tts_settings | None", include_
 
 
 @dataclass
-class tts_settings:  # noqa: N801 (a plain record, named for what it holds)
+class SpeechSettings:
+    """The voice and format of a request's spoken answer."""
+
     voice: str
     format: str
 
 
-def _speech_settings(req: ChatCompletionRequest) -> tts_settings | None:
+def _speech_settings(req: ChatCompletionRequest) -> SpeechSettings | None:
     """The voice and format when the request asks for audio out; 400 for a voice espeak-ng cannot give."""
     if not req.modalities or "audio" not in req.modalities:
         return None
@@ -268,14 +270,14 @@ def _speech_settings(req: ChatCompletionRequest) -> tts_settings | None:
         raise ApiError(400, str(err), param="audio.voice") from None
     if not tts.available():
         raise ApiError(400, "speech out needs espeak-ng, which this server lacks", param="modalities")
-    return tts_settings(audio.voice, audio.format)
+    return SpeechSettings(audio.voice, audio.format)
 
 
 class _Speaker:
     """Speaks each choice's answer sentence by sentence on a worker task; results go to the run's queue as
     `("audio", row, {"id", "data", "transcript"})`, then `("audio_done",)`."""
 
-    def __init__(self, run: _Run, speech: tts_settings):
+    def __init__(self, run: _Run, speech: SpeechSettings):
         self.run, self.speech = run, speech
         self.chunkers = [tts.SentenceChunker() for _ in run.rows]
         self.ids = [new_id("audio") for _ in run.rows]
@@ -401,10 +403,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 # --------------------------------------------------------------------------------------------- loading
-def load_server(model_dir: str | Path, *, device: str = "cpu", dtype: str = "auto", served_model_name: str | None = None,
-                max_model_len: int | None = None, api_key: str | None = None, max_num_seqs: int = 32,
-                max_waiting: int = 64, max_body_mb: float = 64.0, max_audio_seconds: float = 600.0,
-                max_audio_parts: int = 64, max_n: int = 8, default_max_tokens: int | None = None) -> Server:
+def load_server(model_dir: str | Path, *, device: str = "cpu", dtype: str = "auto",
+                served_model_name: str | None = None, max_model_len: int | None = None, api_key: str | None = None,
+                max_num_seqs: int = 32, max_waiting: int = 64, max_body_mb: float = 64.0,
+                max_audio_seconds: float = 600.0, max_audio_parts: int = 64, max_n: int = 8,
+                default_max_tokens: int | None = None) -> Server:
     """Load a checkpoint folder (official layout + tokenizer) and start its scheduler.
 
     Raises:

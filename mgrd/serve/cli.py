@@ -27,7 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "reasoning_content apart from content, stream: true for Server-Sent Events, modalities [text, audio] for "
         "a spoken answer), GET /v1/models, GET /health, /openapi.json and a playground page at /. Concurrent "
         "requests share decoding steps (continuous batching).")
-    p.add_argument("--model", type=Path, required=True, help="checkpoint folder (config.json, *.safetensors, tokenizer)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="checkpoint folder (config.json, *.safetensors, tokenizer)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                    "0.0.0.0 exposes the server, so set --api-key)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
@@ -76,7 +77,8 @@ def cmd_serve(args) -> int:
                          max_n=args.max_n, default_max_tokens=args.default_max_tokens)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    print(f"serving {server.name!r} on http://{args.host}:{args.port} ({device}; context {server.limits.max_model_len}, "
+    print(f"serving {server.name!r} on http://{args.host}:{args.port} ({device}; "
+          f"context {server.limits.max_model_len}, "
           f"{server.scheduler.max_rows} rows per step)", flush=True)
     try:
         uvicorn.run(create_app(server), host=args.host, port=args.port, log_level=args.log_level)

@@ -134,7 +134,8 @@ def test_official_client_request_over_http(scripted_live):
         "continue_final_message": True, "add_generation_prompt": False,
         "messages": [
             {"role": "system", "content": "You are a voice assistant."},
-            {"role": "human", "content": [{"type": "text", "text": "Which tone is higher?"}, audio_part(), audio_part()]},
+            {"role": "human",
+             "content": [{"type": "text", "text": "Which tone is higher?"}, audio_part(), audio_part()]},
             {"role": "assistant", "content": "<think>\n", "eot": False},
         ],
     }
@@ -242,7 +243,8 @@ BAD_REQUESTS = {
     "bad role": ({"messages": [{"role": "", "content": "x"}]}, 400, None),
     "no messages": ({"messages": []}, 400, None),
     "wrong part type": (_user({"type": "image_url", "image_url": {"url": "x"}}), 400, None),
-    "system not first": ({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]}, 400, None),
+    "system not first": ({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
+                         400, None),
     "frequency penalty": (_chat(frequency_penalty=0.5), 400, None),
 }
 
