@@ -169,14 +169,19 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
     return load_config(cls, path, overrides)
 
 
-def describe(cls, prefix: str = "") -> list[str]:
-    """One line per leaf field of a config class: `dotted.key = default  help` (for --help and docs)."""
+def describe(cls, prefix: str = "", defaults=None) -> list[str]:
+    """One line per leaf field of a config class: `dotted.key = default  help` (for --help and docs).
+
+    The defaults shown are the stage's own: a nested section's value comes from the enclosing default
+    instance (RLConfig's `run.name` is "rl"), not from the section class's defaults.
+    """
+    defaults = cls() if defaults is None else defaults
     lines = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = getattr(defaults, f.name)
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(default):
-            lines += describe(type(default), prefix=f"{key}.")
+            lines += describe(type(default), prefix=f"{key}.", defaults=default)
         else:
             shown = list(default) if isinstance(default, tuple) else default
             lines.append(f"  {key} = {shown!r}: {f.metadata.get('help', '')}")

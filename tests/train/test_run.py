@@ -276,3 +276,14 @@ def test_rng_state_round_trip():
     a = (torch.rand(2), __import__("random").random())
     set_rng_state(state)
     assert torch.equal(torch.rand(2), a[0]) and __import__("random").random() == a[1]
+
+
+def test_describe_shows_each_stage_its_own_nested_defaults():
+    """`mgrd rl --help` lists RL's defaults (run.name 'rl'), not the RunConfig class's ('sft')."""
+    from mgrd.train.config import describe
+    from mgrd.train.rl import RLConfig
+
+    lines = describe(RLConfig)
+    want = RLConfig()
+    assert f"  run.name = {want.run.name!r}: " in "\n".join(lines) and want.run.name != "sft"
+    assert any(line.startswith(f"  optim.lr = {want.optim.lr!r}: ") for line in lines)
