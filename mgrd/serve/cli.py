@@ -55,6 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype; auto = the checkpoint's torch_dtype on a GPU, float32 on the CPU")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); 1 is fastest for small models on a busy CPU")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default info)")
     p.set_defaults(func=cmd_serve)
@@ -70,6 +72,12 @@ def cmd_serve(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     device = _device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     server = load_server(args.model, device=device, dtype=args.dtype, served_model_name=args.served_model_name,
                          max_model_len=args.max_model_len, api_key=args.api_key, max_num_seqs=args.max_num_seqs,
                          max_waiting=args.max_waiting, max_body_mb=args.max_body_mb,

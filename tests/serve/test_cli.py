@@ -23,7 +23,7 @@ def test_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--model", "--host", "--port", "--api-key", "--served-model-name", "--max-model-len",
                  "--max-num-seqs", "--max-waiting", "--max-body-mb", "--max-audio-seconds", "--max-audio-parts",
-                 "--max-n", "--default-max-tokens", "--device", "--dtype"):
+                 "--max-n", "--default-max-tokens", "--device", "--dtype", "--threads"):
         assert flag in text
     assert "127.0.0.1" in text
 
@@ -75,3 +75,8 @@ def test_a_server_process_answers_and_stops_on_sigterm(tiny_dir):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode in (0, 143)
+
+
+def test_threads_must_be_positive(capsys):
+    assert main(["--model", ".", "--threads", "0", "--device", "cpu"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
