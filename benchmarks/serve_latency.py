@@ -40,9 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the scripted checkpoint builder lives with the server's tests
 
 
+THREADS: list[str] = []  # `--threads N` for the servers, from the command line
+
+
 def start_server(model: Path, *extra: str, device: str = "cpu") -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "mgrd.serve.cli", "--model", str(model), "--port", "0",
-                             "--device", device, "--served-model-name", "m", "--log-level", "info", *extra],
+                             "--device", device, "--served-model-name", "m", "--log-level", "info", *THREADS,
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -172,15 +176,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens per load request (default 64)")
     parser.add_argument("--speech-requests", type=int, default=10, help="streaming speech requests (default 10)")
     parser.add_argument("--device", default="cpu", help="the servers' device (default cpu)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per server (default 1: on a shared CPU, OpenMP threads waiting on each "
+                        "other made the tiny model 7-40x slower with 2; 0 = torch's default)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 speech requests, 8 s load runs")
     args = parser.parse_args()
+    if args.threads:
+        THREADS[:] = ["--threads", str(args.threads)]
     if args.quick:
         args.speech_requests, args.seconds = 3, 8.0
     from mgrd.models.presets import init_checkpoint
     from serve.scripted import scripted_checkpoint
 
     print(f"# mgrd serve latency ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"device {args.device})")
+          f"device {args.device}, torch threads per server: {args.threads or 'default'})")
     with tempfile.TemporaryDirectory() as tmp:
         scripted = scripted_checkpoint(Path(tmp) / "scripted")
         tiny = init_checkpoint("tiny", Path(tmp) / "tiny", seed=0)

@@ -16,8 +16,9 @@ import asyncio
 import base64
 import json
 import secrets
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -50,6 +51,7 @@ class Server:
     limits: Limits
     api_key: str | None = None
     max_body_bytes: int = 64 * 2**20
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)  # see `protocol.prepare`
 
 
 def create_app(server: Server) -> FastAPI:
@@ -79,7 +81,8 @@ def create_app(server: Server) -> FastAPI:
             raise ApiError(404, f"the model {req.model!r} does not exist; this server serves {server.name!r}",
                            type="not_found_error", param="model", code="model_not_found")
         speech = _speech_settings(req)
-        prep = await run_in_threadpool(prepare, req, server.tokenizer, server.audio_config, server.limits)
+        prep = await run_in_threadpool(prepare, req, server.tokenizer, server.audio_config, server.limits,
+                                       server.tokenizer_lock)
         run = _Run(server, prep)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -149,8 +151,14 @@ class Prepared:
     audio_seconds: float
 
 
-def prepare(req: ChatCompletionRequest, tokenizer, audio_config, limits: Limits) -> Prepared:
+def prepare(req: ChatCompletionRequest, tokenizer, audio_config, limits: Limits,
+            tokenizer_lock: threading.Lock | None = None) -> Prepared:
     """Check a request against `limits`, decode its audio, encode the prompt and resolve its sampling.
+
+    `tokenizer_lock` serialises the encoding for callers on several threads: a fast tokenizer called with
+    `split_special_tokens` (as `mgrd.chat` does) switches that mode on the shared Rust tokenizer for the call, so
+    two threads encoding at once see each other's mode (measured: "<|endoftext|> not registered as a single added
+    token" under 8 concurrent clients). Audio is decoded before the lock is taken.
 
     Raises:
         ApiError: 400 for anything the request got wrong, each with the field it names.
@@ -164,9 +172,10 @@ def prepare(req: ChatCompletionRequest, tokenizer, audio_config, limits: Limits)
         raise ApiError(400, "modalities must include 'text'", param="modalities")
     messages, seconds = _chat_messages(req.messages, limits)
     try:
-        prompt = encode_chat(tokenizer, messages, add_generation_prompt=req.add_generation_prompt,
-                             continue_final_message=req.continue_final_message, audio_config=audio_config,
-                             part_join=OFFICIAL_PART_JOIN, channel="mean")
+        with tokenizer_lock or contextlib.nullcontext():
+            prompt = encode_chat(tokenizer, messages, add_generation_prompt=req.add_generation_prompt,
+                                 continue_final_message=req.continue_final_message, audio_config=audio_config,
+                                 part_join=OFFICIAL_PART_JOIN, channel="mean")
     except ValueError as err:
         raise ApiError(400, str(err), param="messages") from None
     budget = _completion_budget(req, len(prompt.input_ids), limits)

@@ -92,3 +92,19 @@ def test_requests_the_server_cannot_honour_are_400(tok, body, message):
     with pytest.raises(ApiError, match=message) as err:
         _prepare(tok, **body)
     assert err.value.status == 400 and set(err.value.body()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_concurrent_prepares_share_one_tokenizer_safely(tok):
+    """Eight threads encoding prompts on one tokenizer, as the server's worker threads do, all get the prompt a
+    lone call gets (the lock keeps `split_special_tokens` from leaking between them)."""
+    import concurrent.futures
+    import threading
+
+    lock = threading.Lock()
+    limits = Limits(max_model_len=256)
+    reqs = [ChatCompletionRequest(messages=[{"role": "user", "content": f"Which tone {i} <|EOT|> is higher?"}])
+            for i in range(64)]
+    alone = [prepare(r, tok, None, limits).prompt.input_ids for r in reqs]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda r: prepare(r, tok, None, limits, lock).prompt.input_ids, reqs))
+    assert together == alone
