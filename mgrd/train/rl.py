@@ -35,7 +35,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,7 @@ class Trainer:
     dist: Any = None
     nan_skips: int = 0
     reward_skips: int = 0
+    unused: list = field(default_factory=list)  # distributed.UnusedParams of policy and critic
 
     @property
     def device(self) -> torch.device:
@@ -527,6 +528,8 @@ def _micro_loss(tr: Trainer, rollouts: Rollouts, old: OldValues, adv: Advantages
 
 def _optimiser_step(tr: Trainer, sums: dict, clip_grad_norm) -> None:
     """Clip each model's gradients, step (or skip a non-finite step and count it), zero the gradients."""
+    for tracker in tr.unused:
+        tracker.drop_grads(tr.dist)
     norms = [clip_grad_norm(m.parameters(), tr.cfg.optim.grad_clip or float("inf"))
              for m in (tr.policy, tr.critic) if m is not None]
     finite = all(math.isfinite(n) for n in norms) and math.isfinite(sums.get("loss", 0.0))
@@ -656,7 +659,7 @@ def build_trainer(cfg: RLConfig, dist_info) -> Trainer:
     activation checkpointing and bf16 compute follow `model`. The value model and the reference are copies of the
     starting policy, wrapped the same way (a frozen reference is never DDP-wrapped: nothing of it syncs).
     """
-    from mgrd.train.distributed import wrap
+    from mgrd.train.distributed import UnusedParams, wrap
     from mgrd.train.optim import build_optimizer, build_scheduler, prepare_trainable
     from mgrd.train.sft import activation_checkpointing, load_model_and_tokenizer  # one loader for both stages
 
@@ -688,8 +691,10 @@ def build_trainer(cfg: RLConfig, dist_info) -> Trainer:
             optimizer.add_param_group({**group, "lr": cfg.algo.critic_lr})
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.run.max_steps)
     engine = TorchRollout(_unwrap(policy) if strategy == "ddp" else policy, tokenizer)
+    # modules that ran on no rank get no gradient (as in one process), not DDP's / FSDP2's zeros
+    unused = [UnusedParams(m) for m in (policy, critic) if m is not None]
     return Trainer(cfg=cfg, policy=policy, tokenizer=tokenizer, engine=engine, optimizer=optimizer,
-                   scheduler=scheduler, critic=critic, reference=reference, dist=dist_info)
+                   scheduler=scheduler, critic=critic, reference=reference, dist=dist_info, unused=unused)
 
 
 class _Models(nn.Module):

@@ -194,6 +194,7 @@ class SFTTrainer:
             activation_checkpointing(model)
         param_dtype = torch.bfloat16 if setup.autocast_bf16 and self.info.device.type == "cuda" else None
         self.model = dist.wrap(model, setup.distributed, self.info, param_dtype=param_dtype)
+        self.unused = dist.UnusedParams(self.model)  # modules no rank ran get no gradient, as in one process
         self.device = self.info.device
         self.pad_id = _pad_id(model.config)
         self.max_length = context_limit(model.config, cfg.data)
@@ -270,6 +271,7 @@ class SFTTrainer:
                     s, _ = token_loss_sum(out.logits, batch.labels)
                 (s / divisor).backward()
             loss_sum += s.detach()
+        self.unused.drop_grads(self.info)
         grad_norm = dist.clip_grad_norm(
             [p for p in self.model.parameters() if p.requires_grad], cfg.optim.grad_clip or float("inf"))
         sums = dist.reduce_metrics({"loss_sum": loss_sum, "tokens": local_targets, "seq_tokens": seq_tokens,

@@ -285,9 +285,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp2", marks=pytest.mark.xfail(
-    reason="until SFTTrainer.train_step calls distributed.UnusedParams.drop_grads before clipping (the adapter "
-           "then follows AdamW's momentum on zero gradients in text-only steps)", strict=False))])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 def test_mgrd_sft_on_two_processes_equals_one(sft_runs, strategy):
     """Same global batches: the loss, token count and gradient norm of every step, and the final weights, agree.
 
