@@ -244,6 +244,8 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(suite, full_run, tmp_p
     deadline = time.monotonic() + 300
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    if proc.poll() is not None:  # ended (or crashed) before its step-4 checkpoint: say why
+        pytest.fail(f"the run exited {proc.returncode} before step 4: {proc.communicate()[1].decode()[-2000:]}")
     os.kill(proc.pid, signal.SIGKILL)  # mid-run: step 4 is saved, steps 5-8 and final/ are not
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
