@@ -97,7 +97,7 @@ class ChatCompletionRequest(BaseModel):
     model: str | None = Field(None, description="the served model name; omitted = the served model")
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=100, description="0 (or under 1e-5) = greedy; default 1")
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, ge=1e-6, le=1, description="nucleus mass; smaller values underflow float32")
     top_k: int | None = Field(None, ge=-1, description="vLLM: -1 or 0 = off")
     repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="1 = off")
     presence_penalty: float | None = Field(None, description="not supported: 0 only")
