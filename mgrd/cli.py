@@ -98,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser(_command_of(argv)).parse_args(argv))
 
 
+def run_stage(add_parser, command: str, argv: list[str] | None = None) -> int:
+    """Run one stage's command without the top-level parser (`python -m mgrd.eval.cli ...`, a stage's `main`),
+    with the same exit codes, SIGTERM and broken-pipe handling as `mgrd COMMAND ...`.
+
+    Args:
+        add_parser: the stage's `add_parser(subparsers)`.
+        command: the command word it adds ("data", "eval", "sft", ...).
+        argv: the arguments after the command word (None: `sys.argv[1:]`).
+    """
+    parser = argparse.ArgumentParser(prog="mgrd")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args([command, *(sys.argv[1:] if argv is None else argv)]))
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (sent by `timeout`, `docker stop`, Slurm), raised where Ctrl-C would be so the same clean-up runs."""
 

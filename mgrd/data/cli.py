@@ -133,12 +133,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `mgrd data ...` without the top-level CLI: `main(["synth", "--out", "x"])`."""
-    parser = argparse.ArgumentParser(prog="mgrd")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
-    from mgrd.cli import run  # the same exit codes, SIGTERM and broken-pipe handling as `mgrd data ...`
+    from mgrd.cli import run_stage  # the same exit codes and signal handling as `mgrd data ...`
 
-    return run(args)
+    return run_stage(add_parser, "data", argv)
 
 
 if __name__ == "__main__":

@@ -183,12 +183,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `mgrd eval ...` without the top-level CLI: `main(["--task", "mmau", ...])`."""
-    parser = argparse.ArgumentParser(prog="mgrd")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
-    from mgrd.cli import run  # the same exit codes, SIGTERM and broken-pipe handling as `mgrd eval ...`
+    from mgrd.cli import run_stage  # the same exit codes and signal handling as `mgrd eval ...`
 
-    return run(args)
+    return run_stage(add_parser, "eval", argv)
 
 
 if __name__ == "__main__":

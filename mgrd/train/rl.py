@@ -871,12 +871,9 @@ def cmd_rl(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m mgrd.train.rl ...`: the `mgrd rl` command without the top-level CLI."""
-    parser = argparse.ArgumentParser(prog="mgrd")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["rl", *(sys.argv[1:] if argv is None else argv)])
-    from mgrd.cli import run as run_command  # the same exit codes and SIGTERM handling as `mgrd rl`
+    from mgrd.cli import run_stage  # the same exit codes and signal handling as `mgrd rl ...`
 
-    return run_command(args)
+    return run_stage(add_parser, "rl", argv)
 
 
 if __name__ == "__main__":

@@ -566,12 +566,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`mgrd sft ...` without the top-level CLI: `main(["--config", "sft_tiny"])`."""
-    parser = argparse.ArgumentParser(prog="mgrd")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sft", *(sys.argv[1:] if argv is None else argv)])
-    from mgrd.cli import run as run_command  # the same exit codes and SIGTERM handling as `mgrd sft`
+    from mgrd.cli import run_stage  # the same exit codes and signal handling as `mgrd sft ...`
 
-    return run_command(args)
+    return run_stage(add_parser, "sft", argv)
 
 
 if __name__ == "__main__":
