@@ -8,6 +8,8 @@ locally to search harder.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -17,7 +19,7 @@ from mgrd.serve.app import create_app, load_server
 
 from .helpers import Live
 
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = int(os.environ.get("MGRD_FUZZ_EXAMPLES", 40))  # per operation; raise it to search harder
 pytestmark = pytest.mark.integration
 
 
