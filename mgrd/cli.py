@@ -310,28 +310,14 @@ def cmd_generate(args) -> int:
             return 0
         completions = generate(model, [prompt], cfg, num_samples=args.samples, tokenizer=tokenizer)[0]
     if args.json:
+        from mgrd.serve.protocol import chat_completion  # the server's response document, one shape for both
+
         doc = chat_completion(completions, len(prompt.input_ids), str(args.model))
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return 0
     for i, c in enumerate(completions):
         print(f"── sample {i} ({c.finish_reason}, {len(c.token_ids)} tokens) ──\n{c.text}")
     return 0
-
-
-def chat_completion(completions, prompt_tokens: int, model: str) -> dict:
-    """Completions as an OpenAI/vLLM chat-completion object: `choices[i].message.content` (the answer; None when
-    `</think>` never came), `.reasoning_content`, `finish_reason` ("stop" or "length") and `usage`."""
-    from mgrd.chat import split_reasoning
-
-    choices = []
-    for i, c in enumerate(completions):
-        reasoning, answer = split_reasoning(c.text)
-        message = {"role": "assistant", "content": answer, "reasoning_content": reasoning}
-        choices.append({"index": i, "message": message, "finish_reason": c.finish_reason})
-    completion_tokens = sum(len(c.token_ids) for c in completions)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens}
-    return {"object": "chat.completion", "model": model, "choices": choices, "usage": usage}
 
 
 def _print_stream(deltas) -> None:

@@ -67,21 +67,6 @@ def test_generate_json_is_one_openai_shaped_document(tiny_dir, clip, capsys):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-def test_chat_completion_fields_follow_split_reasoning():
-    from mgrd.cli import chat_completion
-    from mgrd.generate import Completion
-
-    done = Completion(token_ids=[1, 2, 3], logprobs=[0.0] * 3, text="two beeps\n</think>\n\nB", finish_reason="stop")
-    cut = Completion(token_ids=[4, 5], logprobs=[0.0] * 2, text="still thinking", finish_reason="length")
-    doc = chat_completion([done, cut], prompt_tokens=10, model="m")
-    assert doc["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": "B", "reasoning_content": "two beeps"}, "finish_reason": "stop"},
-        {"index": 1, "message": {"role": "assistant", "content": None, "reasoning_content": "still thinking"},
-         "finish_reason": "length"},
-    ]
-    assert doc["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-
-
 def test_generate_streams_with_headers(tiny_dir, clip, capsys):
     assert main(["generate", "--model", str(tiny_dir), "--audio", str(clip), "--max-new-tokens", "6", "--temperature", "0"]) == 0
     assert "── thinking ──" in capsys.readouterr().out
