@@ -13,7 +13,7 @@ interpreter; everything is on localhost.
    (`--max-num-seqs 32`) and once without (`--max-num-seqs 1`, one request decoded at a time): requests and
    tokens per second, p50/p95 latency, p50 time to first token, errors, and the throughput ratio.
 
-Run: `python benchmarks/serve_latency.py` (about 3 min on 2 shared cores), `--quick` for a smoke run.
+Run: `python benchmarks/serve_load.py` (about 3 min on 2 shared cores), `--quick` for a smoke run.
 The numbers are for the tiny model on this CPU: they measure the server (scheduling, streaming, speech), not a
 33B model's speed; on a GPU pass `--device cuda`.
 """
