@@ -10,8 +10,9 @@ Two backends behind one method, `Backend.reply(messages) -> iterator of (reasoni
 Input, one line at a time: a line is a question; `/audio PATH` attaches an audio file to the next question
 (repeatable: several files go in order, before the text); `/reset` forgets the conversation; `/quit` (or end of
 input) leaves with 0, Ctrl-C with 130. The history is kept across turns with each assistant turn stored as its
-answer only, without the thinking (as the official client sends earlier turns), so the context does not fill
-with old reasoning. A bad turn (a missing or undecodable audio file, a prompt past the context, a server error)
+answer only, without the thinking, so the context does not fill with old reasoning (the convention of
+reasoning chat templates such as DeepSeek-R1's; the official Step-Audio-R1 examples are single-turn and state no
+rule, reference §9.2). A bad turn (a missing or undecodable audio file, a prompt past the context, a server error)
 prints one `error: ...` line and the session goes on, with the history unchanged.
 
 Thinking is dimmed (ANSI) when stdout is a terminal; otherwise the two parts are labelled `thinking:` and

@@ -122,3 +122,11 @@ def test_show_reply_dims_thinking_in_a_terminal():
     out = io.StringIO()
     assert show_reply(iter([("cut off", "")]), out, dim=True) == ""
     assert out.getvalue() == f"{DIM}cut off{RESET}\n(no answer: the reply ended before </think>)\n"
+
+
+def test_import_is_light():
+    """`mgrd --help` lists `chat` without importing torch: the module imports it only when a command runs."""
+    import subprocess
+
+    code = "import sys, mgrd.serve.chat; print(sorted(m for m in ('torch', 'openai') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
