@@ -164,24 +164,29 @@ def show_reply(pieces: Pieces, out, dim: bool) -> str:
     `answer:` when not dimmed). Returns the answer text ("" when the reply ended before `</think>`)."""
     answer_parts: list[str] = []
     state = "start"  # then "thinking", then "answer"
-    for reasoning, answer in pieces:
-        if reasoning:
-            if state == "start":
-                out.write(DIM if dim else "thinking: ")
-                state = "thinking"
-            out.write(reasoning)
-        if answer:
-            if state != "answer":
-                out.write((RESET + "\n") if dim and state == "thinking" else ("\n" if state == "thinking" else ""))
-                out.write("" if dim else "answer: ")
-                state = "answer"
-            out.write(answer)
-            answer_parts.append(answer)
-        out.flush()
-    if dim and state == "thinking":
-        out.write(RESET)
+    try:
+        for reasoning, answer in pieces:
+            if reasoning:
+                if state == "start":
+                    out.write(DIM if dim else "thinking: ")
+                    state = "thinking"
+                out.write(reasoning)
+            if answer:
+                if state == "thinking":
+                    out.write(RESET + "\n" if dim else "\n")
+                if state != "answer":
+                    out.write("" if dim else "answer: ")
+                    state = "answer"
+                out.write(answer)
+                answer_parts.append(answer)
+            out.flush()
+    finally:  # also on Ctrl-C or a broken stream: never leave the terminal dimmed
+        if dim and state == "thinking":
+            out.write(RESET)
+    if state == "thinking":
+        out.write("\n")
     if state != "answer":
-        out.write("\n(no answer: the reply ended before </think>)")
+        out.write("(no answer: the reply ended before </think>)")
     out.write("\n")
     out.flush()
     return "".join(answer_parts)

@@ -130,3 +130,17 @@ def test_import_is_light():
 
     code = "import sys, mgrd.serve.chat; print(sorted(m for m in ('torch', 'openai') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_show_reply_undims_when_interrupted():
+    def pieces():
+        yield "halfway", ""
+        raise KeyboardInterrupt
+
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        show_reply(pieces(), out, dim=True)
+    assert out.getvalue() == f"{DIM}halfway{RESET}"
+    out = io.StringIO()
+    assert show_reply(iter([]), out, dim=False) == ""
+    assert out.getvalue() == "(no answer: the reply ended before </think>)\n"
