@@ -45,6 +45,7 @@ HEAVY_COMMANDS = {
     },
     "mgrd.train.sft": {"sft": "supervised fine-tuning on the cold-start mixture (task CoT, conversation, audio QA)"},
     "mgrd.train.rl": {"rl": "reinforcement learning with verifiable rewards (PPO as in the report, or GRPO)"},
+    "mgrd.serve.chat": {"chat": "interactive terminal chat with a checkpoint or a server (audio in, thinking dimmed)"},
     "mgrd.train.memory": {
         "memory": "per-GPU training memory of a preset or checkpoint (weights, grads, AdamW, activations; no allocation)",
     },
