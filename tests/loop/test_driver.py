@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from mgrd.config import ConfigKeyError
 from mgrd.data.manifest import load_manifest
@@ -22,13 +21,7 @@ from mgrd.loop.filters import score_records
 from mgrd.loop.select import select_audio_cot
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: two OpenMP threads on the shared 2-core machine make tiny forwards ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: why one thread
 
 
 @pytest.fixture(scope="module")

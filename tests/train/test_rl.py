@@ -25,14 +25,7 @@ BASE = ["run.tensorboard=false", "run.progress=false", "sampling.max_new_tokens=
         "algo.samples_per_prompt=2", "optim.micro_batch_size=4", "optim.lr=1e-3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine two OpenMP threads make these small forwards ~10x
-    slower (measured), and the numbers do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: why one thread
 
 
 @pytest.fixture(scope="module")

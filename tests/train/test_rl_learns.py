@@ -15,21 +15,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from mgrd.data.manifest import load_manifest, write_manifest
 from mgrd.data.synth.writer import synthesize
 from mgrd.train import rl, sft
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine two OpenMP threads make these small forwards ~10x
-    slower (measured); the run's numbers do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: why one thread
 
 
 @pytest.mark.integration  # SFT warm start + 12 RL steps of the tiny preset (~40 s with one thread, loaded 2 cores)

@@ -35,14 +35,7 @@ FAMILIES = "text_arithmetic,text_compare,conversation,pitch_compare"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a CPU shared with other jobs, two OpenMP threads per process make a tiny step ~10x
-    slower (measured 0.4 s vs 5 s), and the numbers these tests compare do not depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: why one thread
 
 
 @pytest.fixture(scope="module")
