@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from mgrd.audio import log_mel, pad_mels
+from mgrd.audio import pad_mels
 from mgrd.data.collate import collate_prompts
 from mgrd.generate import Prompt, SamplingConfig, generate, process_logits
 from mgrd.models import build_model
@@ -20,31 +19,14 @@ from mgrd.rollout import RolloutBatch, TorchRollout, fit_context, resolve_stop_i
 FILTERED = SamplingConfig(max_new_tokens=10, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.3, seed=3)
 
 
-def sine(freq_hz: float, seconds: float) -> torch.Tensor:
-    t = np.arange(int(16_000 * seconds)) / 16_000
-    return log_mel((0.5 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32))
-
-
 @pytest.fixture(scope="module")
 def model(tok, ids):
     return build_model(tiny(len(tok), ids), seed=2).eval()
 
 
 @pytest.fixture(scope="module")
-def prompts(ids):
-    """Prompts of different lengths (left padding), one with two chunks, one without audio."""
-
-    def block(mel):
-        from mgrd.audio import audio_token_count
-
-        return [ids.audio_start] + [ids.audio_patch] * audio_token_count(mel.shape[-1]) + [ids.audio_end]
-
-    a, b, c = sine(440, 1.0), sine(300, 0.5), sine(600, 0.7)
-    return [
-        Prompt([ids.bot, 10, 11] + block(a) + [12, 13, ids.eot, ids.bot, 14], [a]),
-        Prompt([ids.bot, 20] + block(b) + [21] + block(c) + [22, ids.eot, ids.bot], [b, c]),
-        Prompt([ids.bot, 30, 31, 32, ids.eot, ids.bot, 33], []),
-    ]
+def prompts(mixed_prompts):
+    return mixed_prompts  # tests/conftest.py
 
 
 @torch.no_grad()

@@ -10,20 +10,12 @@ from __future__ import annotations
 import queue
 import threading
 
-import numpy as np
 import pytest
-import torch
 
-from mgrd.audio import audio_token_count, log_mel
 from mgrd.generate import Prompt, SamplingConfig, generate
 from mgrd.models import build_model
 from mgrd.models.presets import tiny
 from mgrd.serve.scheduler import JobEvent, QueueFull, Scheduler
-
-
-def sine(freq_hz: float, seconds: float) -> torch.Tensor:
-    t = np.arange(int(16_000 * seconds)) / 16_000
-    return log_mel((0.5 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +24,8 @@ def model(tok, ids):
 
 
 @pytest.fixture(scope="module")
-def prompts(ids):
-    """Prompts of different lengths, with one chunk, two chunks, and none."""
-
-    def block(mel):
-        return [ids.audio_start] + [ids.audio_patch] * audio_token_count(mel.shape[-1]) + [ids.audio_end]
-
-    a, b, c = sine(440, 1.0), sine(300, 0.5), sine(600, 0.7)
-    return [
-        Prompt([ids.bot, 10, 11] + block(a) + [12, 13, ids.eot, ids.bot, 14], [a]),
-        Prompt([ids.bot, 20] + block(b) + [21] + block(c) + [22, ids.eot, ids.bot], [b, c]),
-        Prompt([ids.bot, 30, 31, 32, ids.eot, ids.bot, 33], []),
-    ]
+def prompts(mixed_prompts):
+    return mixed_prompts  # tests/conftest.py
 
 
 class Collector:
