@@ -24,15 +24,6 @@ from mgrd.loop.select import select_audio_cot
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: why one thread
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    """A tiny synthetic suite: train (audio questions + text tasks), test, ood."""
-    base = tmp_path_factory.mktemp("suite")
-    fams = ["pitch_compare", "higher_longer", "text_logic"]
-    return {split: synthesize(base / split, n=n, seed=0, families=fams, split=split, workers=1, progress=False)
-            for split, n in (("train", 12), ("test", 6), ("ood", 6))}
-
-
 def _cfg(tmp_path, suite, *extra) -> driver.LoopConfig:
     return driver.load(None, [f"out_dir={tmp_path}", "name=run", "iterations=2", "progress=false", "device=cpu",
                               f"data.train={suite['train']}", f"data.test={suite['test']}",
