@@ -205,6 +205,29 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logits.float().log_softmax(dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
 
 
+def sample_next(
+    logits: torch.Tensor,
+    seen: torch.Tensor | None,
+    cfg: SamplingConfig,
+    banned: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoding step's choice for `[R, V]` raw float32 logits: the whole sampler, in one place.
+
+    The `banned` ids (`[n]`, the audio placeholders) are set to -inf, then `process_logits` (penalty over the
+    `[R, V]` bool `seen`, which may be None when the penalty is off), then `pick_tokens`.
+
+    Returns:
+        `[R]` tokens, their log-probs under the distribution sampled from, and under the raw logits (the
+        policy's own, what a teacher-forced forward gives).
+    """
+    if seen is None and cfg.repetition_penalty != 1.0:
+        raise ValueError("a repetition penalty needs the seen-token mask")
+    processed = process_logits(logits.index_fill(1, banned, float("-inf")), seen, cfg)
+    tokens = pick_tokens(processed, cfg.greedy, generator)
+    return tokens, token_logprobs(processed, tokens), token_logprobs(logits, tokens)
+
+
 # --------------------------------------------------------------------------------------------- public API
 
 

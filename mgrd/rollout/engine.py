@@ -20,8 +20,10 @@ from typing import Iterator, Protocol, Sequence
 import torch
 
 from mgrd.data.collate import PromptBatch, PromptLike, collate_prompts
-from mgrd.generate import SamplingConfig, decode_text, pick_tokens, process_logits, token_logprobs
+from mgrd.generate import SamplingConfig, decode_text, sample_next
 from mgrd.rollout.batch import RolloutBatch
+from mgrd.rollout.fast import supports_fast_path
+from mgrd.rollout.slots import Slots, slot_rollout
 
 DEFAULT_MAX_POSITIONS = 32768  # transformers' Qwen2Config default, for a text_config that does not say
 
@@ -39,10 +41,15 @@ class TorchRollout:
     model: torch.nn.Module
     tokenizer: object | None = None
     use_cache: bool = True
+    fast: bool = True
+    max_rows: int | None = None
+    refill: bool = True
+    compile: bool | str = False
 
     def generate(self, prompts: Sequence[PromptLike], cfg: SamplingConfig, num_samples: int = 1) -> RolloutBatch:
         return rollout(self.model, prompts, cfg, num_samples=num_samples, tokenizer=self.tokenizer,
-                       use_cache=self.use_cache)
+                       use_cache=self.use_cache, fast=self.fast, max_rows=self.max_rows, refill=self.refill,
+                       compile=self.compile)
 
 
 @dataclass
@@ -66,6 +73,10 @@ def rollout(
     num_samples: int = 1,
     tokenizer=None,
     use_cache: bool = True,
+    fast: bool = True,
+    max_rows: int | None = None,
+    refill: bool = True,
+    compile: bool | str = False,
 ) -> RolloutBatch:
     """Sample `num_samples` completions for each prompt, in one batch.
 
@@ -76,6 +87,14 @@ def rollout(
         num_samples: K completions per prompt.
         tokenizer: decodes `texts` (special tokens skipped); None leaves them "".
         use_cache: False recomputes the full sequence each step (the reference loop).
+        fast: decode on the fast path (`mgrd.rollout.fast`: static KV cache, lean step) when the model is
+            covered (`supports_fast_path`); False, or a model it does not cover, decodes through `model(...)` with
+            the transformers cache. Greedy tokens agree either way.
+        max_rows: most rows decoded at once on the fast path (None: all B x K); more rows wait for a slot.
+        refill: with `max_rows`, a slot whose row ended takes the next waiting row at once (continuous
+            batching); False runs waves of `max_rows` rows (static batching).
+        compile: `torch.compile` the fast path's decoding step (True: inductor, or a backend name); a failed
+            compile falls back to eager decoding with a warning.
     Returns:
         A `RolloutBatch` of B x K rows, prompt-major.
     Raises:
@@ -84,8 +103,17 @@ def rollout(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     batch, kwargs = _setup(model, prompts, cfg, use_cache)
-    steps = list(decode_steps(model, batch, cfg, num_samples=num_samples, **kwargs))
-    out = _assemble(batch, steps, num_samples, kwargs["stop_ids"], kwargs["pad_id"], tokenizer)
+    if use_cache and fast and supports_fast_path(model):
+        res = slot_rollout(model, prompts, cfg, num_samples=num_samples, max_new_tokens=kwargs["max_new_tokens"],
+                           stop_ids=kwargs["stop_ids"], pad_id=kwargs["pad_id"],
+                           banned=_audio_ids(model.config, batch.input_ids.device), max_rows=max_rows,
+                           refill=refill, compile=compile)
+        picked = (res.tokens, res.logprobs, res.policy_logprobs, res.valid)
+    else:
+        steps = list(decode_steps(model, batch, cfg, num_samples=num_samples, **kwargs))
+        picked = tuple(torch.stack([getattr(s, f) for s in steps], dim=1)
+                       for f in ("tokens", "logprobs", "policy_logprobs", "valid"))
+    out = _assemble(batch, *picked, num_samples, kwargs["stop_ids"], kwargs["pad_id"], tokenizer)
     out.mels, out.mel_lens = _repeat_chunks(batch, kwargs["chunks_per_prompt"], num_samples)
     return out
 
@@ -112,11 +140,23 @@ def response_logprobs(model, batch: RolloutBatch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def stream_tokens(model, prompt: PromptLike, cfg: SamplingConfig) -> Iterator[int]:
-    """Generate one completion for `prompt` and yield its ids as they come (one host read per token)."""
+def stream_tokens(model, prompt: PromptLike, cfg: SamplingConfig, fast: bool = True) -> Iterator[int]:
+    """Generate one completion for `prompt` and yield its ids as they come (one host read per token), on the
+    fast path when the model is covered (see `rollout`)."""
     batch, kwargs = _setup(model, [prompt], cfg, use_cache=True)
-    for step in decode_steps(model, batch, cfg, num_samples=1, **kwargs):
-        yield int(step.tokens[0])
+    if not (fast and supports_fast_path(model)):
+        for step in decode_steps(model, batch, cfg, num_samples=1, **kwargs):
+            yield int(step.tokens[0])
+        return
+    slots = Slots(model, [prompt], cfg, num_samples=1, slots=1, max_new_tokens=kwargs["max_new_tokens"],
+                  stop_ids=kwargs["stop_ids"], pad_id=kwargs["pad_id"],
+                  banned=_audio_ids(model.config, batch.input_ids.device))
+    chosen = slots.admit([0], [0])
+    for n in range(1, kwargs["max_new_tokens"] + 1):
+        yield int(chosen.tokens[0])
+        if bool(chosen.stopped[0]) or n == kwargs["max_new_tokens"]:
+            return
+        chosen = slots.step()
 
 
 def _setup(model, prompts: Sequence[PromptLike], cfg: SamplingConfig, use_cache: bool) -> tuple[PromptBatch, dict]:
@@ -208,10 +248,8 @@ def decode_steps(
         logits = feed.next_logits()
         if seen is None:
             seen = _seen_prompt_tokens(feed.ids, feed.mask, logits.shape[-1])
-        processed = process_logits(logits.index_fill(1, banned, float("-inf")), seen, cfg)
-        tokens = pick_tokens(processed, cfg.greedy, generator)
-        yield Step(tokens=tokens, logprobs=token_logprobs(processed, tokens),
-                   policy_logprobs=token_logprobs(logits, tokens), valid=running.clone())
+        tokens, logprobs, policy_logprobs = sample_next(logits, seen, cfg, banned, generator)
+        yield Step(tokens=tokens, logprobs=logprobs, policy_logprobs=policy_logprobs, valid=running.clone())
         seen[arange, tokens] |= running
         running &= ~torch.isin(tokens, stop)
         if step == max_new_tokens - 1 or not _max_over_ranks(running.any(), sharded):
@@ -291,10 +329,10 @@ def _repeat_chunks(batch: PromptBatch, chunks_per_prompt: Sequence[int], k: int)
     return batch.mels[index], batch.mel_lens[index]
 
 
-def _assemble(batch: PromptBatch, steps: list[Step], k: int, stop_ids, pad_id: int, tokenizer) -> RolloutBatch:
-    """Stack the steps (once) into a `RolloutBatch`; texts and finish reasons need one host read."""
-    valid = torch.stack([s.valid for s in steps], dim=1)
-    tokens = torch.stack([s.tokens for s in steps], dim=1)
+def _assemble(batch: PromptBatch, tokens: torch.Tensor, logprobs: torch.Tensor, policy_logprobs: torch.Tensor,
+              valid: torch.Tensor, k: int, stop_ids, pad_id: int, tokenizer) -> RolloutBatch:
+    """A `RolloutBatch` from the `[R, T]` choices (valid False after a row ended); texts and finish reasons
+    need one host read."""
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=tokens.device)
     stopped = (torch.isin(tokens, stop) & valid).any(dim=1)
     response_ids = tokens.masked_fill(~valid, pad_id)
@@ -306,8 +344,8 @@ def _assemble(batch: PromptBatch, steps: list[Step], k: int, stop_ids, pad_id: i
         prompt_mask=batch.attention_mask.repeat_interleave(k, dim=0),
         response_ids=response_ids,
         response_mask=valid.long(),
-        logprobs=torch.stack([s.logprobs for s in steps], dim=1).masked_fill(~valid, 0.0),
-        policy_logprobs=torch.stack([s.policy_logprobs for s in steps], dim=1).masked_fill(~valid, 0.0),
+        logprobs=logprobs.masked_fill(~valid, 0.0),
+        policy_logprobs=policy_logprobs.masked_fill(~valid, 0.0),
         group_ids=torch.arange(batch.input_ids.shape[0], device=tokens.device).repeat_interleave(k),
         finish_reasons=["stop" if s else "length" for s in stopped],
         texts=texts,

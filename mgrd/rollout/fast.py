@@ -1,0 +1,254 @@
+"""The fast decode path: a pre-allocated KV cache and a lean Qwen2 decoding step over the model's own weights.
+
+A decoding step of the transformers `Qwen2Model` spends most of its time outside the matrix products on a CPU
+(attention-interface dispatch, mask building, a cache that grows by concatenation). At batch 1 the step should
+cost about one read of the decoder's weights (the memory roofline, `benchmarks/generate.py`); `FastDecoder.step`
+gets there with a few ops per layer over fixed buffers:
+
+- `StaticKV`: keys/values `[S, H_kv, T_max, D_h]` per layer, allocated once, written in place at each slot's own
+  column (`length`), with a `valid` key mask per slot; slots may hold sequences of different lengths (left
+  padding from a batched prefill, or a slot refilled with a new prompt), so one step serves all of them;
+- `FastDecoder`: reads the weights from the model on each call (no copies: a model updated by a trainer is
+  decoded as it is now), embeds the `[S]` last tokens, runs the layers with rotary positions from a table
+  (computed as transformers computes them), one grouped `scaled_dot_product_attention` per layer, and returns
+  `[S, V]` float32 logits. Only the attended width is read; it is tracked on the host (no sync).
+
+The prefill stays on the model's own forward (audio encoding, padding, the checks); its transformers cache is
+copied into slots with `StaticKV.load`. `supports_fast_path` says which models this covers: a plain
+`AudioReasoner` whose decoder is a full-attention Qwen2 with plain `nn.Linear` projections (not sharded, not
+compiled, no LoRA wrappers, no RoPE scaling); anything else decodes through the model's forward.
+
+`compile_step` wraps the step in `torch.compile` (inductor; CUDA graphs on a GPU); under compilation every step
+attends over the whole buffer (fixed shapes) and a failed compile falls back to the eager step with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def supports_fast_path(model) -> bool:
+    """True when `FastDecoder` computes exactly what `model(...)` computes for a decoding step."""
+    from mgrd.models.reasoner import AudioReasoner
+
+    if type(model) is not AudioReasoner:  # FSDP2-wrapped and compiled models are other types
+        return False
+    cfg = model.model.config
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        return False
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
+        return False
+    if type(model.lm_head) is not nn.Linear or type(model.model.embed_tokens) is not nn.Embedding:
+        return False
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        linears = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
+        if any(type(x) is not nn.Linear for x in linears) or getattr(cfg, "hidden_act", "silu") != "silu":
+            return False
+    return True
+
+
+@dataclass
+class StaticKV:
+    """Pre-allocated keys and values for `S` slots of at most `T_max` positions each.
+
+    Attributes:
+        keys, values: one `[S, H_kv, T_max, D_h]` tensor per layer (rotary already applied to keys).
+        valid: `[S, T_max]` bool, the key columns each slot attends to (False on padding and unused columns).
+        length: `[S]` long, the column the next token of each slot is written to.
+        position: `[S]` long, the rotary position of each slot's next token.
+        host_length: `length` as host ints, kept in step without reading the device (it bounds the columns a
+            step reads: `width`).
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    valid: torch.Tensor
+    length: torch.Tensor
+    position: torch.Tensor
+    host_length: list[int]
+
+    @classmethod
+    def allocate(cls, slots: int, max_len: int, model, dtype: torch.dtype | None = None) -> "StaticKV":
+        """Empty buffers for `model`'s decoder on its device; every slot starts parked (see `park`)."""
+        cfg = model.model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        weight = model.lm_head.weight
+        dtype = dtype or weight.dtype
+        shape = (slots, cfg.num_key_value_heads, max_len, head_dim)
+        keys = [torch.zeros(shape, dtype=dtype, device=weight.device) for _ in range(cfg.num_hidden_layers)]
+        values = [torch.zeros(shape, dtype=dtype, device=weight.device) for _ in range(cfg.num_hidden_layers)]
+        valid = torch.zeros(slots, max_len, dtype=torch.bool, device=weight.device)
+        zeros = torch.zeros(slots, dtype=torch.long, device=weight.device)
+        kv = cls(keys, values, valid, zeros.clone(), zeros.clone(), [0] * slots)
+        kv.park(list(range(slots)))
+        return kv
+
+    @property
+    def max_len(self) -> int:
+        return self.valid.shape[1]
+
+    @property
+    def width(self) -> int:
+        """Columns the next step reads: every slot's history and the column it writes."""
+        return min(max(self.host_length) + 1, self.max_len)
+
+    def load(self, slots: list[int], cache, rows: list[int], mask: torch.Tensor) -> None:
+        """Copy prefilled rows of a transformers cache into slots.
+
+        Args:
+            slots: the slots to fill. cache: the prefill's `DynamicCache` (`[B, H_kv, P, D_h]` per layer).
+            rows: which cache row goes to each slot. mask: `[B, P]` the prefill's attention mask (left padding 0).
+        """
+        width = mask.shape[1]
+        if width >= self.max_len:
+            raise ValueError(f"a prompt of {width} positions does not fit a cache of {self.max_len}")
+        at = torch.tensor(slots, dtype=torch.long, device=self.valid.device)
+        src = torch.tensor(rows, dtype=torch.long, device=mask.device)
+        for layer, (k, v) in enumerate(_cache_layers(cache)):
+            self.keys[layer][at, :, :width] = k[src].to(self.keys[layer].dtype)
+            self.values[layer][at, :, :width] = v[src].to(self.values[layer].dtype)
+        self.valid[at] = False
+        self.valid[at, :width] = mask[src].bool()
+        self.length[at] = width
+        self.position[at] = mask[src].sum(-1)
+        for slot in slots:
+            self.host_length[slot] = width
+
+    def park(self, slots: list[int]) -> None:
+        """Empty slots: they attend to one zero key at column 0 (so their softmax stays finite) and restart
+        there; a parked slot's outputs mean nothing and it never reads another slot's data."""
+        at = torch.tensor(slots, dtype=torch.long, device=self.valid.device)
+        self.valid[at] = False
+        self.valid[at, 0] = True
+        self.length[at] = 1
+        self.position[at] = 0
+        for slot in slots:
+            self.host_length[slot] = 1
+
+    def advance(self) -> None:
+        """Move every slot one column on, after a step wrote its token."""
+        self.length += 1
+        self.position += 1
+        self.host_length = [n + 1 for n in self.host_length]
+
+
+def _cache_layers(cache):
+    """(keys, values) per layer of a transformers cache."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+class FastDecoder:
+    """One decoding step of an `AudioReasoner`'s Qwen2 decoder over a `StaticKV` (see the module docstring)."""
+
+    def __init__(self, model):
+        if not supports_fast_path(model):
+            raise ValueError("this model is not covered by the fast decode path (see supports_fast_path)")
+        self.model = model
+        cfg = model.model.config
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._compiled = None
+
+    def rope_table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin `[length, D_h]` for positions 0..length-1, computed as transformers' rotary embedding does
+        (float32 outer product, then cast), so table lookups equal its per-call values."""
+        if self._rope is None or self._rope[0].shape[0] < length:
+            rotary = self.model.model.rotary_emb
+            inv_freq = rotary.inv_freq.float()
+            positions = torch.arange(length, device=inv_freq.device, dtype=torch.float32)
+            freqs = positions[:, None] * inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            dtype = self.model.lm_head.weight.dtype
+            scale = getattr(rotary, "attention_scaling", 1.0)
+            self._rope = ((emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype))
+        return self._rope
+
+    def step(self, kv: StaticKV, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed `[S]` tokens (one per slot) at each slot's position; write their keys/values; return `[S, V]`
+        float32 logits. Advances `kv` by one column for every slot."""
+        cos, sin = self.rope_table(kv.max_len + 1)
+        width = kv.max_len if self._compiled is not None else kv.width
+        fn = self._compiled or _decode_step
+        logits = fn(self.model, kv.keys, kv.values, kv.valid, kv.length, kv.position, tokens, cos, sin,
+                    width, self.heads, self.kv_heads, self.head_dim, self.eps)
+        kv.advance()
+        return logits
+
+    def compile_step(self, backend: str = "inductor") -> bool:
+        """Compile the step with `torch.compile` (fixed shapes: every step reads the whole buffer; CUDA graphs
+        on a GPU with inductor); returns whether it compiled. The first call compiles; a failure there falls back
+        to the eager step with a warning."""
+        try:
+            cuda = self.model.lm_head.weight.is_cuda and backend == "inductor"
+            compiled = torch.compile(_decode_step, backend=backend, mode="reduce-overhead" if cuda else None,
+                                     dynamic=False, fullgraph=True)
+        except Exception as err:  # noqa: BLE001 - any compiler failure means: decode eagerly
+            warnings.warn(f"torch.compile unavailable ({err}); decoding without it", stacklevel=2)
+            return False
+
+        def guarded(*args):
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); decoding without "
+                              "it", stacklevel=3)
+                self._compiled = None
+                return _decode_step(*args)  # the same call: the whole buffer, masked
+
+        self._compiled = guarded
+        return True
+
+
+def _decode_step(model, keys, values, valid, length, position, tokens, cos, sin, width, heads, kv_heads, head_dim,
+                 eps):
+    """The decoding step proper (a free function so `torch.compile` sees plain tensors and ints)."""
+    qwen = model.model
+    x = F.embedding(tokens, qwen.embed_tokens.weight)  # [S, D]
+    slots = torch.arange(tokens.shape[0], device=tokens.device)
+    cos_t, sin_t = cos[position][:, None, :], sin[position][:, None, :]  # [S, 1, D_h]
+    mask = valid[:, :width].clone()
+    mask[slots, length] = True  # the token written this step attends to itself
+    mask = mask[:, None, None, :]  # [S, 1, 1, W]
+    group = heads // kv_heads
+    for layer, block in enumerate(qwen.layers):
+        attn, mlp = block.self_attn, block.mlp
+        h = _rms_norm(x, block.input_layernorm.weight, eps)
+        q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(-1, heads, head_dim)
+        k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(-1, kv_heads, head_dim)
+        v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(-1, kv_heads, head_dim)
+        q, k = _rotate(q, cos_t, sin_t), _rotate(k, cos_t, sin_t)
+        keys[layer][slots, :, length] = k.to(keys[layer].dtype)
+        values[layer][slots, :, length] = v.to(values[layer].dtype)
+        # the G query heads of a KV head act as its G "query positions": one attention call per layer, no copies
+        out = F.scaled_dot_product_attention(
+            q.view(-1, kv_heads, group, head_dim), keys[layer][:, :, :width], values[layer][:, :, :width],
+            attn_mask=mask, scale=head_dim**-0.5,
+        )
+        x = x + F.linear(out.reshape(x.shape[0], -1), attn.o_proj.weight)
+        h = _rms_norm(x, block.post_attention_layernorm.weight, eps)
+        x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight),
+                         mlp.down_proj.weight)
+    valid[slots, length] = True
+    return F.linear(_rms_norm(x, qwen.norm.weight, eps), model.lm_head.weight).float()
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen2's RMSNorm: normalise in float32, cast back, then scale (as transformers' `Qwen2RMSNorm`)."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of `[S, H, D_h]` heads (transformers' rotate-half convention)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
