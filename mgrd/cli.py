@@ -29,7 +29,8 @@ SUMMARY = """\
 Audio-language models that reason in sound: the Step-Audio-R1 architecture and the MGRD training recipe.
 
 Start here (all offline, on a CPU):
-  mgrd demo                                     a tiny random-weight model answers about a generated clip
+  mgrd demo                                     `mgrd speedrun`'s model answers listening questions (else
+                                                a random-weight tiny model, said so, streams about a clip)
   mgrd init --out runs/tiny                     write a fresh tiny checkpoint (--preset for the released sizes)
   mgrd inspect runs/tiny                        its config, parameter counts, special tokens, weight check
   mgrd generate --model runs/tiny --audio clip.wav --prompt "What do you hear?"
@@ -493,13 +494,22 @@ def _print_tokens(path: Path, config) -> None:
 
 # ----------------------------------------------------------------------------------------------------- demo
 def _add_demo(sub, sampling: bool = True) -> None:
-    p = sub.add_parser("demo", help="tiny model + generated clip -> streamed generation (no downloads)",
-                       description="Builds the tiny preset (random weights, offline BPE tokenizer) unless the "
-                       "folder already holds it, writes a two-tone clip, and streams a generation. Random "
-                       "weights speak noise: the demo shows the pipeline, training gives the sense.")
+    p = sub.add_parser("demo", help="the speedrun's model answers listening questions (else a random tiny model)",
+                       description="With a trained model (--model, or runs/speedrun/final once `mgrd speedrun` has "
+                       "run here) it asks a few fresh synthetic listening questions and prints the thinking, the "
+                       "answer and whether it is correct (greedy, up to 96 new tokens, unless the sampling flags "
+                       "say otherwise). Without one it builds the tiny preset (random weights, offline BPE "
+                       "tokenizer) unless --out already holds it, writes a two-tone clip and streams a generation, "
+                       "saying that the weights are untrained: that shows the pipeline; `mgrd speedrun` trains a "
+                       "model that gives it sense. No downloads.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (default runs/demo)")
-    p.add_argument("--model", type=Path, default=None, help="use this checkpoint instead of building the tiny one")
-    p.add_argument("--prompt", default="Which of the two tones is higher?", help="question asked about the clip")
+    p.add_argument("--model", type=Path, default=None, metavar="DIR",
+                   help="the checkpoint to show (default: runs/speedrun/final when it exists, else a fresh "
+                        "random-weight tiny model in OUT/model)")
+    p.add_argument("--questions", type=int, default=4, metavar="N",
+                   help="synthetic questions a trained model answers (default 4)")
+    p.add_argument("--prompt", default="Which of the two tones is higher?",
+                   help="question asked about the clip (the untrained model's demo)")
     if sampling:
         _add_sampling_flags(p, max_new_tokens=64)
     p.set_defaults(func=cmd_demo)
@@ -508,7 +518,10 @@ def _add_demo(sub, sampling: bool = True) -> None:
 UNTRAINED_NOTE = """\
 note: this model is untrained: its weights are random, so what it writes below is noise, not an answer.
       The demo shows the pipeline working end to end (clip -> log-mel features -> audio encoder ->
-      adapter -> language model -> streamed thinking and answer), offline and on a CPU."""
+      adapter -> language model -> streamed thinking and answer), offline and on a CPU.
+      `mgrd speedrun` trains one (minutes on a CPU); `mgrd demo` then shows that model instead."""
+
+TRAINED_SAMPLING = {"temperature": 0.0, "max_new_tokens": 96}  # a trained model's demo: its best answer, whole
 
 NEXT_STEPS = """\
 next steps:
@@ -518,13 +531,19 @@ next steps:
 
 
 def cmd_demo(args) -> int:
+    """A trained model's graded answers (`_demo_trained`) when there is one, else the random model's stream."""
+    from mgrd.demo import speedrun_model
+
+    trained = args.model or speedrun_model()
+    if trained is not None:
+        return _demo_trained(args, trained)
     import soundfile as sf
 
     from mgrd.models.presets import init_checkpoint
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model or args.out / "model"
-    if args.model is None and not (model_dir / "config.json").is_file():
+    model_dir = args.out / "model"
+    if not (model_dir / "config.json").is_file():
         if model_dir.exists() and (not model_dir.is_dir() or any(model_dir.iterdir())):
             raise ValueError(f"{model_dir} exists and holds no checkpoint; choose another --out (nothing was changed)")
         t = time.perf_counter()
@@ -533,16 +552,31 @@ def cmd_demo(args) -> int:
     clip = args.out / "two_tones.wav"
     sf.write(clip, _two_tones(), 16000, subtype="PCM_16")
     print(f"clip: {clip} (a 330 Hz tone, then a 523 Hz tone)")
-    if args.model is None:
-        print(UNTRAINED_NOTE)
+    print(UNTRAINED_NOTE)
     args.model, args.audio, args.system, args.samples, args.json = model_dir, [clip], None, 1, False
     args.device, args.dtype = "cpu", "float32"
     t = time.perf_counter()
     cmd_generate(args)
     print(f"\ngenerated in {time.perf_counter() - t:.1f} s")
-    if args.out / "model" == model_dir:
-        print("(random weights: the text above is noise by design; a trained model gives it sense)")
+    print("(random weights: the text above is noise by design; `mgrd speedrun` trains a model that gives it sense)")
     print(NEXT_STEPS.format(model=model_dir))
+    return 0
+
+
+def _demo_trained(args, model: Path) -> int:
+    """A checkpoint answers `--questions` synthetic questions (`mgrd.demo`), greedy unless the flags say otherwise."""
+    from mgrd.demo import answer_questions
+
+    if not (model / "config.json").is_file():
+        raise ValueError(f"--model {model} is not a checkpoint folder (no config.json there)")
+    if args.questions < 1:
+        raise ValueError(f"--questions must be >= 1, got {args.questions}")
+    print(f"model: {model} ({'given with --model' if args.model else 'trained by `mgrd speedrun`'})")
+    args.sampling_defaults = {**args.sampling_defaults, **TRAINED_SAMPLING}
+    t = time.perf_counter()
+    for line in answer_questions(model, args.questions, _sampling_config(args)):
+        print(line)
+    print(f"\nanswered in {time.perf_counter() - t:.1f} s")
     return 0
 
 

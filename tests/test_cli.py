@@ -96,14 +96,52 @@ def test_clear_errors(tiny_dir, clip, tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_demo_runs(tmp_path, capsys):
+def test_demo_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/speedrun/final here: the random model
     assert main(["demo", "--out", str(tmp_path / "demo"), "--max-new-tokens", "12"]) == 0
     out = capsys.readouterr().out
     assert "built the tiny model" in out and "── thinking ──" in out
     assert (tmp_path / "demo" / "model" / "tokenizer.json").is_file()
-    # It says what it shows: an untrained model whose output is noise, and what to run next.
+    # It says what it shows: an untrained model whose output is noise, what trains one, and what to run next.
     assert out.index("untrained: its weights are random") < out.index("── thinking ──")
+    assert out.index("`mgrd speedrun` trains one") < out.index("── thinking ──")
     assert "next steps:" in out and f"mgrd inspect {tmp_path / 'demo' / 'model'}" in out
+
+
+def _answers(out: str) -> list[list[str]]:
+    """The demo's graded answers: per question its [question, thinking, answer + correct] lines."""
+    lines = out.splitlines()
+    return [lines[i:i + 3] for i, line in enumerate(lines) if line.startswith("- [")]
+
+
+def test_demo_shows_the_speedrun_model_when_one_exists(tmp_path, tiny_dir, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_dir, tmp_path / "runs" / "speedrun" / "final")  # where `mgrd speedrun` leaves its model
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--questions", "2", "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model: runs/speedrun/final (trained by `mgrd speedrun`)")
+    assert "untrained" not in out and not (tmp_path / "demo" / "model").exists()  # no random model built
+    answers = _answers(out)
+    assert [a[0].split("]")[0] for a in answers] == ["- [pitch_compare", "- [duration_compare"]
+    for question, thinking, answer in answers:
+        assert thinking.startswith("  thinking: ") and re.fullmatch(r"  answer: .*  correct: (yes|no)", answer)
+
+
+def test_demo_model_flag_picks_the_checkpoint(tmp_path, tiny_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--model", str(tiny_dir), "--questions", "1", "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"model: {tiny_dir} (given with --model)") and len(_answers(out)) == 1
+
+
+def test_demo_model_flag_refuses_a_folder_without_a_checkpoint(tmp_path, capsys):
+    assert main(["demo", "--model", str(tmp_path)]) == 2
+    assert f"--model {tmp_path} is not a checkpoint folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "runs/speedrun/final" in capsys.readouterr().out  # --help says which model it shows by default
 
 
 # ------------------------------------------------------------------------------------------------ init: data loss
@@ -440,7 +478,8 @@ def test_generate_into_a_closed_pipe_exits_quietly(tiny_dir):
     assert proc.wait(timeout=120) == 141 and stderr == ""
 
 
-def test_demo_never_replaces_a_folder_that_is_not_its_model(tmp_path, capsys):
+def test_demo_never_replaces_a_folder_that_is_not_its_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/speedrun/final here: the demo would build the random model
     (tmp_path / "demo" / "model").mkdir(parents=True)
     (tmp_path / "demo" / "model" / "notes.txt").write_text("mine")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2

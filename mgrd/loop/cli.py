@@ -17,6 +17,7 @@ from pathlib import Path
 
 LOOP_HELP = "the MGRD loop: sample, filter, distil (SFT), RL, evaluate, report; resumable"
 SPEEDRUN_HELP = "synthesise data, cold-start the tiny model, run a short MGRD loop, print the report (CPU minutes)"
+SPEEDRUN_OUT = "runs/speedrun"  # `mgrd speedrun`'s default --out; `mgrd demo` shows its final/ when it exists
 
 
 def _describe() -> str:
@@ -56,7 +57,7 @@ def add_parser(subparsers) -> None:
         "accuracy, grounding and think length per iteration, the wall time, and example answers of the final "
         "model. A tiny model trained for minutes: the numbers are what this run measured, nothing more. "
         "Rerunning continues an interrupted speedrun.")
-    s.add_argument("--out", default="runs/speedrun", help="the run folder (default runs/speedrun)")
+    s.add_argument("--out", default=SPEEDRUN_OUT, help=f"the run folder (default {SPEEDRUN_OUT})")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a key of loop_tiny (e.g. iterations=3); repeatable")
     s.add_argument("--examples", type=int, default=4, help="example answers of the final model to print")
@@ -115,9 +116,15 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
 
 def example_answers(root: Path, t: int, n: int) -> list[str]:
     """A few of the final model's held-out test answers (from its evaluation): question, thinking, answer, correct?"""
+    path = root / f"iter_{t}" / "eval" / "test" / "samples.jsonl"
+    return answer_lines(path, n, f"example answers of the final model (iteration {t}, test split):")
+
+
+def answer_lines(path: Path, n: int, title: str) -> list[str]:
+    """Up to `n` answers of an eval run's samples file (one per task first), each as question, thinking, answer
+    and correct?, under `title`; also what `mgrd demo` prints for a trained model."""
     from mgrd.data.records import read_records
 
-    path = root / f"iter_{t}" / "eval" / "test" / "samples.jsonl"
     if n <= 0 or not path.is_file():
         return []
     records = read_records(path)
@@ -129,7 +136,7 @@ def example_answers(root: Path, t: int, n: int) -> list[str]:
         if r.completions and (r.task not in seen or len(seen) == len({x.task for x in records})) and r not in picked:
             picked.append(r)
             seen.add(r.task)
-    lines = [f"\nexample answers of the final model (iteration {t}, test split):"]
+    lines = [f"\n{title}"]
     for r in picked:
         c = r.completions[0]
         question = r.prompt.split("<|BOT|>assistant")[0].replace("<|BOT|>human\n", "").replace("<audio_patch>", "")
