@@ -1,15 +1,24 @@
 """Benchmark: generation with the KV cache against loops without one, and encoding audio at its own length.
 
 1. Decoding, tokens per second, greedy, exactly `--new-tokens` tokens (no stop ids), batch 1 and 8, one 5 s
-   clip per prompt, three ways:
-   - `generate` with the KV cache (prefill once, then one token per step);
+   clip per prompt, four ways:
+   - `generate` on the fast path (`mgrd.rollout.fast`: static KV cache, lean decoding step);
+   - `generate(fast=False)` with the transformers KV cache (prefill once, then one `model(...)` call per step);
    - `generate(use_cache=False)`: the whole sequence, audio included, runs through `model(...)` every step,
      and only the last position gets logits (our own reference loop);
    - the official transformers path: the Step-Audio 2 / R1 HF forward drops the cache, so `generate` calls
      the full forward (ids + audio -> encoder, adapter, LLM, lm_head over every position) at every step.
-2. Encoding: a 5 s clip encoded at its own length against the same clip padded to 30 s (3000 mel frames, the
+   Beside them, the memory roofline measured in the same run: the bytes of the decoder weights one step reads
+   (every layer and `lm_head`; the embedding reads one row) over the bandwidth of a large fp32 mat-vec, and the
+   fraction of it each cached path reaches per decoding step (step time = the difference between a
+   `--new-tokens` run and a 16-token run, over the extra tokens, so prefill drops out).
+2. Rollouts with mixed stop lengths (`--rollout`): K = 8 samples of 8 prompts (temperature 1) on 16 slots, the
+   stop ids a fixed set of tokens that ends a row at each step with probability about 1/128 (lengths spread
+   from a few tokens to the 384-token budget), continuous refill against static waves of 16 rows; useful
+   (generated) tokens per second and the ratio, and the same run in bf16 against fp32 at batch 1 and 8.
+3. Encoding: a 5 s clip encoded at its own length against the same clip padded to 30 s (3000 mel frames, the
    fixed input the transformers Qwen2-Audio encoder requires).
-3. Streaming text: turning `--stream-tokens` ids (the tiny tokenizer's, mixed text with multi-byte characters)
+4. Streaming text: turning `--stream-tokens` ids (the tiny tokenizer's, mixed text with multi-byte characters)
    into text pieces with `text_deltas` (a short window per token) against decoding the whole prefix every step
    (the former loop, quadratic), with the model out of the picture.
 
@@ -21,6 +30,7 @@ Run: `python benchmarks/generate.py` (about 30 min on 2 cores) or `--quick` for 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import platform
@@ -33,6 +43,7 @@ import torch
 from mgrd.audio import audio_token_count, log_mel, pad_mels
 from mgrd.generate import Prompt, SamplingConfig, decode_text, generate, text_deltas
 from mgrd.models import AudioEncoderConfig, ModelConfig, SpecialTokenIds, build_model
+from mgrd.rollout import rollout
 
 VOCAB = 8192
 AUDIO_IDS = SpecialTokenIds(audio_start=VOCAB - 3, audio_end=VOCAB - 2, audio_patch=VOCAB - 1)
@@ -103,38 +114,115 @@ def official_loop(model, prompts: list[Prompt], new_tokens: int) -> list[list[in
     return ids[:, width:].tolist()
 
 
+def decoder_bytes(model) -> int:
+    """Bytes one decoding step reads from the weights: every decoder layer, the final norm and `lm_head` (the
+    embedding contributes one row per token, negligible)."""
+    params = list(model.model.layers.parameters()) + list(model.model.norm.parameters()) + [model.lm_head.weight]
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def measure_bandwidth(repeats: int = 10) -> float:
+    """Memory bandwidth in bytes/s: the median time of an fp32 mat-vec over a 256 MB matrix (far larger than
+    the caches), the access pattern of a batch-1 decoding step."""
+    matrix, vector = torch.randn(16384, 4096), torch.randn(4096)
+    matrix @ vector
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matrix @ vector
+        times.append(time.perf_counter() - start)
+    return matrix.numel() * 4 / statistics.median(times)
+
+
 def bench_decoding(model, batch: int, new_tokens: int, repeats: int, clip_seconds: float) -> dict:
     prompts = make_prompts(batch, clip_seconds)
     # The only stop id is an audio id, which generation never samples: exactly new_tokens each.
     cfg = SamplingConfig(max_new_tokens=new_tokens, temperature=0, stop_ids=(AUDIO_IDS.audio_patch,))
     short = dataclasses.replace(cfg, max_new_tokens=min(16, new_tokens))
 
-    def ours(sampling: SamplingConfig, use_cache: bool) -> list[list[int]]:
-        return [c[0].token_ids for c in generate(model, prompts, sampling, use_cache=use_cache)]
+    def ours(sampling: SamplingConfig, use_cache: bool, fast: bool = True) -> list[list[int]]:
+        return [c[0].token_ids for c in generate(model, prompts, sampling, use_cache=use_cache, fast=fast)]
 
     variants = {
-        "cache": functools.partial(ours, cfg, True),
+        "fast": functools.partial(ours, cfg, True),
+        "cache": functools.partial(ours, cfg, True, False),
         "recompute": functools.partial(ours, cfg, False),
         "official": functools.partial(official_loop, model, prompts, new_tokens),
+        # the same prompts for 16 tokens: subtracted to get the time of one decoding step
+        "fast_short": functools.partial(ours, short, True),
+        "cache_short": functools.partial(ours, short, True, False),
     }
     # The loops without a cache take minutes at batch 8; a 16-token run warms up the same code.
-    warmups = {
-        "cache": functools.partial(ours, short, True),
-        "recompute": functools.partial(ours, short, False),
-        "official": functools.partial(official_loop, model, prompts, short.max_new_tokens),
-    }
+    warmups = dict(variants, recompute=functools.partial(ours, short, False),
+                   official=functools.partial(official_loop, model, prompts, short.max_new_tokens))
     runs = median_times(variants, repeats, warmups)
     tokens = {name: out for name, (_, out) in runs.items()}
     assert all(len(row) == new_tokens for row in tokens["cache"])
     secs = {name: t for name, (t, _) in runs.items()}
+    extra = new_tokens - short.max_new_tokens
     return dict(
         batch=batch,
         prompt_len=len(prompts[0].input_ids),
-        tps={name: batch * new_tokens / t for name, t in secs.items()},
-        vs_official=secs["official"] / secs["cache"],
-        vs_recompute=secs["recompute"] / secs["cache"],
-        same_tokens=tokens["cache"] == tokens["recompute"] == tokens["official"],
+        tps={name: batch * new_tokens / secs[name] for name in ("fast", "cache", "recompute", "official")},
+        step_ms={name: 1e3 * (secs[name] - secs[f"{name}_short"]) / extra for name in ("fast", "cache")},
+        vs_official=secs["official"] / secs["fast"],
+        vs_cache=secs["cache"] / secs["fast"],
+        same_tokens=tokens["fast"] == tokens["cache"] == tokens["recompute"] == tokens["official"],
     )
+
+
+def mixed_stop_config(max_new_tokens: int, share: float = 1 / 128, seed: int = 0) -> SamplingConfig:
+    """Sampling (temperature 1) whose stop ids are a random `share` of the text vocabulary: a random model's
+    near-flat distribution then ends a row at each step with probability about `share`, so lengths spread from
+    a few tokens to the budget, as in a real rollout."""
+    gen = torch.Generator().manual_seed(seed)
+    stops = torch.randperm(VOCAB - 3, generator=gen)[: int(share * VOCAB)].tolist()
+    return SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0, stop_ids=tuple(stops), seed=seed)
+
+
+def bench_rollout(model, repeats: int, prompts: int = 8, k: int = 8, slots: int = 16, max_new: int = 384) -> dict:
+    """Continuous refill against static waves on the same slots: generated tokens per second of each."""
+    batch = make_prompts(prompts, 5.0)
+    cfg = mixed_stop_config(max_new)
+
+    def run(refill: bool):
+        out = rollout(model, batch, cfg, num_samples=k, max_rows=slots, refill=refill)
+        return out.response_lengths
+
+    runs = median_times({"refill": functools.partial(run, True), "static": functools.partial(run, False)}, repeats)
+    result = {}
+    for name, (secs, lengths) in runs.items():
+        result[name] = dict(tps=int(lengths.sum()) / secs, secs=secs, tokens=int(lengths.sum()),
+                            mean_len=float(lengths.float().mean()), max_len=int(lengths.max()))
+    result["ratio"] = result["refill"]["tps"] / result["static"]["tps"]
+    return result
+
+
+def bench_dtype(model, repeats: int, new_tokens: int) -> dict:
+    """Fast-path greedy decoding tokens/s in fp32 and in bf16 (the same weights cast), batch 1 and 8."""
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    half.reset_rotary()
+    out = {}
+    for batch in (1, 8):
+        prompts = make_prompts(batch, 5.0)
+        cfg = SamplingConfig(max_new_tokens=new_tokens, temperature=0, stop_ids=(AUDIO_IDS.audio_patch,))
+        fns = {name: functools.partial(generate, m, prompts, cfg) for name, m in (("fp32", model), ("bf16", half))}
+        runs = median_times(fns, repeats)
+        out[batch] = {name: batch * new_tokens / t for name, (t, _) in runs.items()}
+    return out
+
+
+def bench_compile(model, new_tokens: int) -> dict:
+    """Batch-1 fast-path decoding with the step compiled by inductor: compile time and tokens/s after it."""
+    prompts = make_prompts(1, 5.0)
+    cfg = SamplingConfig(max_new_tokens=new_tokens, temperature=0, stop_ids=(AUDIO_IDS.audio_patch,))
+    start = time.perf_counter()
+    generate(model, prompts, dataclasses.replace(cfg, max_new_tokens=2), compile=True)
+    compile_s = time.perf_counter() - start
+    fns = {"eager": functools.partial(generate, model, prompts, cfg),
+           "compiled": functools.partial(generate, model, prompts, cfg, compile=True)}
+    runs = median_times(fns, 3)
+    return dict(compile_s=compile_s, **{name: new_tokens / t for name, (t, _) in runs.items()})
 
 
 def bench_encoder(model, repeats: int, seconds: float = 5.0) -> dict:
@@ -180,15 +268,53 @@ def bench_streaming(n_tokens: int) -> dict:
                 same=("".join(runs["window"][1]) == "".join(runs["prefix"][1]) == full))
 
 
+def print_decoding(model, args, new_tokens: int, repeats: int) -> None:
+    """The decoding table and the roofline lines."""
+    bandwidth, weights = measure_bandwidth(), decoder_bytes(model)
+    roofline_ms = 1e3 * weights / bandwidth
+    print(f"memory bandwidth (fp32 mat-vec over 256 MB): {bandwidth / 1e9:.1f} GB/s; decoder weights read per step: "
+          f"{weights / 1e6:.1f} MB; roofline: {roofline_ms:.2f} ms per step at batch 1\n")
+    print("| batch | prompt tokens | fast tok/s | transformers-cache tok/s | no-cache recompute tok/s | official loop "
+          "tok/s | fast vs official | fast vs transformers cache | fast step (roofline fraction) | transformers-cache"
+          " step (roofline fraction) | same tokens |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    for batch in args.batches:
+        r = bench_decoding(model, batch, new_tokens, repeats, args.clip_seconds)
+        tps, ms = r["tps"], r["step_ms"]
+        print(f"| {r['batch']} | {r['prompt_len']} | {tps['fast']:.1f} | {tps['cache']:.1f} | {tps['recompute']:.1f} | "
+              f"{tps['official']:.1f} | {r['vs_official']:.1f}x | {r['vs_cache']:.2f}x | {ms['fast']:.2f} ms "
+              f"({roofline_ms / ms['fast']:.0%}) | {ms['cache']:.2f} ms ({roofline_ms / ms['cache']:.0%}) | "
+              f"{'yes' if r['same_tokens'] else 'no'} |", flush=True)
+
+
+def print_rollout(model, repeats: int, quick: bool) -> None:
+    """The refill-vs-static table and the fp32-vs-bf16 line."""
+    r = bench_rollout(model, repeats, prompts=2 if quick else 8, max_new=64 if quick else 384)
+    print("\n| rollout (K = 8, 16 slots, mixed stops) | generated tokens | mean / longest row | time | tok/s |")
+    print("|---|---:|---:|---:|---:|")
+    for name in ("static", "refill"):
+        x = r[name]
+        print(f"| {name} | {x['tokens']} | {x['mean_len']:.0f} / {x['max_len']} | {x['secs']:.1f} s | "
+              f"{x['tps']:.1f} |")
+    print(f"\ncontinuous refill vs static waves: {r['ratio']:.2f}x", flush=True)
+    d = bench_dtype(model, repeats, 32 if quick else 128)
+    for batch, tps in d.items():
+        print(f"fast path, batch {batch}: fp32 {tps['fp32']:.1f} tok/s, bf16 {tps['bf16']:.1f} tok/s "
+              f"(bf16 / fp32 = {tps['bf16'] / tps['fp32']:.2f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 32 new tokens, 1 repeat, short rollouts")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per prompt")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
     parser.add_argument("--clip-seconds", type=float, default=5.0, help="audio per decoding prompt (<= 25)")
     parser.add_argument("--skip-encoder", action="store_true", help="skip the encoder timing")
     parser.add_argument("--skip-decoding", action="store_true", help="skip the decoding timing")
+    parser.add_argument("--skip-rollout", action="store_true", help="skip the refill and fp32/bf16 timings")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time batch-1 decoding with the step compiled by inductor (minutes to compile)")
     parser.add_argument("--stream-tokens", type=int, default=8000, help="ids turned into streamed text (0 skips)")
     args = parser.parse_args()
     new_tokens, repeats = (32, 1) if args.quick else (args.new_tokens, args.repeats)
@@ -204,15 +330,14 @@ def main() -> None:
           f"heads, MLP {d['llm_mlp']}), vocab {d['vocab']}; encoder {d['enc_layers']} layers x {d['enc_width']}")
     print(f"decoding: {args.clip_seconds:g} s clip + {TEXT_TOKENS} text tokens per prompt, {new_tokens} new tokens "
           f"(greedy, no stop), warm-up + median of {repeats}\n")
-    print("| batch | prompt tokens | KV cache tok/s | no-cache recompute tok/s | official loop tok/s "
-          "| speed-up vs official | speed-up vs recompute | same tokens |")
-    print("|---:|---:|---:|---:|---:|---:|---:|:---:|")
-    for batch in [] if args.skip_decoding else args.batches:
-        r = bench_decoding(model, batch, new_tokens, repeats, args.clip_seconds)
-        tps = r["tps"]
-        print(f"| {r['batch']} | {r['prompt_len']} | {tps['cache']:.1f} | {tps['recompute']:.1f} | "
-              f"{tps['official']:.1f} | {r['vs_official']:.1f}x | {r['vs_recompute']:.1f}x | "
-              f"{'yes' if r['same_tokens'] else 'no'} |", flush=True)
+    if not args.skip_decoding:
+        print_decoding(model, args, new_tokens, repeats)
+    if not args.skip_rollout:
+        print_rollout(model, repeats, args.quick)
+    if args.compile:
+        c = bench_compile(model, new_tokens)
+        print(f"\ninductor: compiled in {c['compile_s']:.0f} s; batch 1: {c['compiled']:.1f} tok/s compiled, "
+              f"{c['eager']:.1f} tok/s eager ({c['compiled'] / c['eager']:.2f}x)", flush=True)
     if args.skip_encoder:
         return
     e = bench_encoder(model, max(repeats, 5))

@@ -239,6 +239,7 @@ def generate(
     num_samples: int = 1,
     tokenizer=None,
     use_cache: bool = True,
+    **engine,
 ) -> list[list[Completion]]:
     """Sample `num_samples` completions for each prompt, in one batch (`mgrd.rollout.rollout`, as lists).
 
@@ -254,6 +255,8 @@ def generate(
         num_samples: K completions per prompt.
         tokenizer: decodes `Completion.text` (special tokens skipped); None leaves text empty.
         use_cache: False recomputes the full sequence each step (the slow reference loop).
+        **engine: the decoding engine's options (`fast`, `max_rows`, `refill`, `compile`; see
+            `mgrd.rollout.rollout`).
     Returns:
         B lists of K `Completion`s (outer: prompt, inner: sample).
     Raises:
@@ -261,7 +264,7 @@ def generate(
     """
     from mgrd.rollout import rollout  # the rollout engine builds on this module's sampling code
 
-    batch = rollout(model, prompts, cfg, num_samples=num_samples, tokenizer=tokenizer, use_cache=use_cache)
+    batch = rollout(model, prompts, cfg, num_samples=num_samples, tokenizer=tokenizer, use_cache=use_cache, **engine)
     return completions(batch)
 
 
