@@ -64,6 +64,9 @@ class AlgoConfig:
     samples_per_prompt: int = option(16, "K rollouts per prompt (report: 16)")
     rollout_prompts_per_gpu: int = option(0, "prompts sampled together per GPU (performance only: bounds the KV "
                                              "cache of one generate call); 0 = all of the rank's prompts at once")
+    rollout_rows_per_gpu: int = option(0, "rows (prompt x sample) decoded at once on the fast path, with "
+                                          "continuous refill: a row that ended frees its slot for the next "
+                                          "(performance only); 0 = every row of a generate call at once")
     update_epochs: int = option(1, "passes over each step's rollouts")
     minibatches: int = option(1, "optimiser steps per pass (the rollouts split into this many minibatches)")
     clip_low: float = option(0.2, "ratio clip below: 1 - clip_low (report: 0.2)")
@@ -92,8 +95,9 @@ class AlgoConfig:
         for key, choices in checks.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"algo.{key} must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
-        if self.rollout_prompts_per_gpu < 0:
-            raise ValueError(f"algo.rollout_prompts_per_gpu must be >= 0, got {self.rollout_prompts_per_gpu}")
+        for key in ("rollout_prompts_per_gpu", "rollout_rows_per_gpu"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"algo.{key} must be >= 0, got {getattr(self, key)}")
         for key in ("prompts_per_step", "samples_per_prompt", "update_epochs", "minibatches"):
             if getattr(self, key) < 1:
                 raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
@@ -690,7 +694,8 @@ def build_trainer(cfg: RLConfig, dist_info) -> Trainer:
         for group in critic_groups:
             optimizer.add_param_group({**group, "lr": cfg.algo.critic_lr})
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.run.max_steps)
-    engine = TorchRollout(_unwrap(policy) if strategy == "ddp" else policy, tokenizer)
+    engine = TorchRollout(_unwrap(policy) if strategy == "ddp" else policy, tokenizer,
+                          max_rows=cfg.algo.rollout_rows_per_gpu or None)
     # modules that ran on no rank get no gradient (as in one process), not DDP's / FSDP2's zeros
     unused = [UnusedParams(m) for m in (policy, critic) if m is not None]
     return Trainer(cfg=cfg, policy=policy, tokenizer=tokenizer, engine=engine, optimizer=optimizer,

@@ -4,6 +4,7 @@ the CLI, and a short run's metrics, checkpoints, resume and final model."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -155,6 +156,21 @@ def test_rollouts_in_several_generate_calls_form_one_consistent_batch(items):
     with torch.no_grad():
         full = algos.token_logprobs(response_logits(tr.policy, b), b.response_ids) * b.response_mask
     torch.testing.assert_close(full, b.policy_logprobs, atol=1e-5, rtol=0)
+
+
+def test_refilled_rollouts_on_two_slots_are_scored_as_sampled(items):
+    """`rollout_rows_per_gpu=2`: the six rows share two slots (continuous refill); the trainer's teacher-forced
+    log-probs still equal the engine's, and greedy rows equal those of one wave."""
+    tr = trainer("algo.name=grpo", "algo.rollout_rows_per_gpu=2")
+    assert tr.engine.max_rows == 2
+    b = rollout_step(tr, items, step=0).batch
+    with torch.no_grad():
+        full = algos.token_logprobs(response_logits(tr.policy, b), b.response_ids) * b.response_mask
+    torch.testing.assert_close(full, b.policy_logprobs, atol=1e-5, rtol=0)
+    greedy = replace(tr.cfg.sampling, temperature=0.0)
+    two = rollout_step(tr, items, step=0, sampling=greedy).batch
+    tr.engine.max_rows = None
+    assert torch.equal(rollout_step(tr, items, step=0, sampling=greedy).batch.response_ids, two.response_ids)
 
 
 @pytest.mark.parametrize("source", ["recompute", "rollout"])
