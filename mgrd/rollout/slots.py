@@ -14,8 +14,9 @@ slot its last token and samples the next one. Sampling is `mgrd.generate.sample_
 
 With S >= R (the default: every row at once) both are one wave, and the rows are admitted in order and sampled
 in one call per step, exactly as the plain cached loop samples them: greedy tokens agree with it, and so do
-seeded ones up to float rounding. Each step reads which rows stopped (one host read of `[S]` flags): that is
-where the next rows get their slots.
+seeded ones up to float rounding. Which rows ended is tracked on the device (`_Book`) and read by the host every
+`sync_every` steps (every step on a CPU, where a read is free; every 8th on a GPU, so the token loop does not wait
+on the device): that is when ended rows free their slots for the next ones.
 """
 
 from __future__ import annotations
@@ -153,70 +154,87 @@ class SlotResult:
 @torch.no_grad()
 def slot_rollout(model, prompts: Sequence[PromptLike], cfg: SamplingConfig, *, num_samples: int, max_new_tokens: int,
                  stop_ids: Sequence[int], pad_id: int, banned: torch.Tensor, max_rows: int | None = None,
-                 refill: bool = True, compile: bool | str = False) -> SlotResult:
+                 refill: bool = True, compile: bool | str = False, sync_every: int | None = None) -> SlotResult:
     """Sample `num_samples` rows per prompt on at most `max_rows` slots (None: all rows at once).
 
     A row ends at a stop id (kept as its last token) or after `max_new_tokens`. See the module docstring for
-    `refill`. The model must pass `mgrd.rollout.fast.supports_fast_path`.
+    `refill`. Which rows ended is tracked on the device and read by the host every `sync_every` steps (None: 1
+    on a CPU, where a read costs nothing, 8 elsewhere); a slot whose row ended between reads decodes on
+    unrecorded until the next read. The model must pass `mgrd.rollout.fast.supports_fast_path`.
     """
     rows = len(prompts) * num_samples
     n_slots = rows if max_rows is None else max(1, min(max_rows, rows))
-    slots = Slots(model, prompts, cfg, num_samples=num_samples, slots=n_slots, max_new_tokens=max_new_tokens,
-                  stop_ids=stop_ids, pad_id=pad_id, banned=banned, compile=compile)
-    out = _Outputs(rows, max_new_tokens, pad_id, slots.last.device)
-    waiting, free = deque(range(rows)), list(range(n_slots))
-    row_of, count = [-1] * n_slots, [0] * n_slots
+    device = model.lm_head.weight.device
+    sync_every = sync_every or (1 if device.type == "cpu" else 8)
+    slots = Slots(model, prompts, cfg, num_samples=num_samples, slots=n_slots, stop_ids=stop_ids, pad_id=pad_id,
+                  max_new_tokens=max_new_tokens + sync_every - 1, banned=banned, compile=compile)
+    book = _Book(rows, n_slots, max_new_tokens, pad_id, device)
+    waiting, free, busy = deque(range(rows)), list(range(n_slots)), []
     steps = 0
-    while waiting or len(free) < n_slots:
-        if waiting and free and (refill or len(free) == n_slots):
+    while waiting or busy:
+        if waiting and free and (refill or not busy):
             taken = [free.pop(0) for _ in range(min(len(free), len(waiting)))]
-            for slot in taken:
-                row_of[slot], count[slot] = waiting.popleft(), 0
-            ended = out.record(slots.admit(taken, [row_of[s] for s in taken]), row_of, count, max_new_tokens)
-            _release(ended, free, slots, waiting, refill)
+            admitted = [waiting.popleft() for _ in taken]
+            book.assign(taken, admitted)
+            book.record(slots.admit(taken, admitted))
+            busy = sorted(busy + taken)
+            busy = _release(book, busy, free, slots, waiting, refill)  # rows that ended at their first token
             continue
-        busy = [s for s in range(n_slots) if s not in free]
-        ended = out.record(slots.step().only(busy), row_of, count, max_new_tokens)
+        book.record(slots.step().only(busy))
         steps += 1
-        _release(ended, free, slots, waiting, refill)
-    return out.result(steps)
+        if steps % sync_every == 0:
+            busy = _release(book, busy, free, slots, waiting, refill)
+    return book.result(steps)
 
 
-def _release(ended: list[int], free: list[int], slots: Slots, waiting: deque, refill: bool) -> None:
-    """Return ended slots to the free list; park them when no row will take them at once."""
+def _release(book: "_Book", busy: list[int], free: list[int], slots: Slots, waiting: deque, refill: bool) -> list[int]:
+    """Read which busy slots' rows ended (one host read); free those slots, parking them when no row will
+    take them at once. Returns the slots still busy."""
+    alive = book.alive.tolist()
+    ended = [s for s in busy if not alive[s]]
     free.extend(ended)
     free.sort()
     if not (refill and waiting):
         slots.park(ended)
+    return [s for s in busy if alive[s]]
 
 
-class _Outputs:
-    """`[R, max_new]` buffers the slots' choices are written into, at (row, step) per slot."""
+class _Book:
+    """Device-side bookkeeping: which row each slot holds, how many tokens it has written, whether it still runs;
+    and the `[R, max_new]` buffers the choices go into. Row R is a sink for slots whose row ended."""
 
-    def __init__(self, rows: int, max_new: int, pad_id: int, device):
-        self.tokens = torch.full((rows, max_new), pad_id, dtype=torch.long, device=device)
-        self.logprobs = torch.zeros(rows, max_new, device=device)
-        self.policy = torch.zeros(rows, max_new, device=device)
-        self.valid = torch.zeros(rows, max_new, dtype=torch.bool, device=device)
-        self.longest = 0
+    def __init__(self, rows: int, n_slots: int, max_new: int, pad_id: int, device):
+        self.rows, self.max_new = rows, max_new
+        self.tokens = torch.full((rows + 1, max_new), pad_id, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros(rows + 1, max_new, device=device)
+        self.policy = torch.zeros(rows + 1, max_new, device=device)
+        self.valid = torch.zeros(rows + 1, max_new, dtype=torch.bool, device=device)
+        self.row = torch.full((n_slots,), rows, dtype=torch.long, device=device)
+        self.col = torch.zeros(n_slots, dtype=torch.long, device=device)
+        self.alive = torch.zeros(n_slots, dtype=torch.bool, device=device)
 
-    def record(self, s: Sampled, row_of: list[int], count: list[int], max_new: int) -> list[int]:
-        """Write the choices of `s.slots` and return the slots whose row ended (stop id or budget)."""
-        device = self.tokens.device
-        rows = torch.tensor([row_of[x] for x in s.slots], dtype=torch.long, device=device)
-        cols = torch.tensor([count[x] for x in s.slots], dtype=torch.long, device=device)
-        self.tokens[rows, cols] = s.tokens
-        self.logprobs[rows, cols] = s.logprobs
-        self.policy[rows, cols] = s.policy_logprobs
-        self.valid[rows, cols] = True
-        ended = []
-        for slot, stopped in zip(s.slots, s.stopped.tolist()):  # the one host read per step
-            count[slot] += 1
-            self.longest = max(self.longest, count[slot])
-            if stopped or count[slot] == max_new:
-                ended.append(slot)
-        return ended
+    def assign(self, slots: list[int], rows: list[int]) -> None:
+        at = torch.tensor(slots, dtype=torch.long, device=self.row.device)
+        self.row[at] = torch.tensor(rows, dtype=torch.long, device=self.row.device)
+        self.col[at] = 0
+        self.alive[at] = True
+
+    def record(self, s: Sampled) -> None:
+        """Write the choices of the live slots among `s.slots`, then mark rows that hit a stop id or the budget."""
+        at = torch.tensor(s.slots, dtype=torch.long, device=self.row.device)
+        live = self.alive[at]
+        row = torch.where(live, self.row[at], self.rows)
+        col = self.col[at].clamp(max=self.max_new - 1)
+        self.tokens[row, col] = s.tokens
+        self.logprobs[row, col] = s.logprobs
+        self.policy[row, col] = s.policy_logprobs
+        self.valid[row, col] = live
+        col = self.col[at] + live.long()
+        self.col[at] = col
+        self.alive[at] = live & ~s.stopped & (col < self.max_new)
 
     def result(self, steps: int) -> SlotResult:
-        t = max(self.longest, 1)
-        return SlotResult(self.tokens[:, :t], self.logprobs[:, :t], self.policy[:, :t], self.valid[:, :t], steps)
+        keep = slice(0, self.rows)
+        t = max(int(self.valid[keep].sum(1).max()), 1)  # the one read of the lengths
+        return SlotResult(self.tokens[keep, :t], self.logprobs[keep, :t], self.policy[keep, :t],
+                          self.valid[keep, :t], steps)

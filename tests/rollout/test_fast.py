@@ -113,6 +113,21 @@ def test_refill_runs_fewer_steps_than_static_waves(model, prompts, ids):
     assert refill.steps >= -(-useful // 3) - 1  # never fewer steps than the work divided over the slots
 
 
+@pytest.mark.parametrize("refill", [True, False])
+def test_reading_the_stops_every_few_steps_changes_no_row(model, prompts, ids, refill):
+    """With the host reading which rows ended only every 4th step (as on a GPU), slots decode a few unrecorded
+    steps more, and every row is still exactly what a read at every step gives."""
+    cfg = dataclasses.replace(GREEDY, stop_ids=stop_set(model, prompts, GREEDY))
+    kw = dict(num_samples=2, max_new_tokens=cfg.max_new_tokens, stop_ids=resolve_stop_ids(model.config, cfg),
+              pad_id=ids.pad, banned=_audio_ids(model.config, torch.device("cpu")), max_rows=3, refill=refill)
+    every = slot_rollout(model, prompts, cfg, sync_every=1, **kw)
+    fourth = slot_rollout(model, prompts, cfg, sync_every=4, **kw)
+    for name in ("tokens", "valid"):
+        assert torch.equal(getattr(every, name), getattr(fourth, name))
+    torch.testing.assert_close(every.policy_logprobs, fourth.policy_logprobs, atol=1e-5, rtol=0)
+    assert every.steps <= fourth.steps
+
+
 def test_refilled_logprobs_equal_teacher_forced(model, prompts):
     cfg = dataclasses.replace(SAMPLED, stop_ids=stop_set(model, prompts, GREEDY))
     batch = rollout(model, prompts, cfg, num_samples=3, max_rows=4)
