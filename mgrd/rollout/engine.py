@@ -1,16 +1,21 @@
-"""The decode loop, driven through `model(...)` alone, and the rollout engine built on it.
+"""The decode loops, and the rollout engine built on them.
 
-`rollout()` collates the prompts (`mgrd.data.collate.collate_prompts`), prefills them once (each prompt's audio
-encoded once, inside the model's forward), repeats the KV cache K times (`batch_repeat_interleave`) and
-decodes one token per step. The model is only ever called, never reached into, so an FSDP2-wrapped or
-`torch.compile`d model works. Per-token log-probs stay on the device and are stacked once at the end; the
-only host read per step is one `running.any()` to end early. On an FSDP2-sharded model every forward is a
-collective, so that flag (and the token budget) is reduced over the ranks and all ranks take the same steps.
+`rollout()` samples K completions per prompt and returns a `RolloutBatch`. Two engines sit under it:
 
-`use_cache=False` is the reference loop: every step runs the whole sequence (audio included) through the model.
-Both paths share the sampling code, so greedy tokens agree. The logit maths lives in `mgrd.generate`.
+- the fast path (`mgrd.rollout.fast`, `mgrd.rollout.slots`), for a plain `AudioReasoner`: prompts are prefilled
+  through the model's forward (each prompt once, its audio encoded once, in groups of similar length), their
+  keys/values copied into a pre-allocated cache of S slots, and a lean decoding step over the model's weights runs
+  all slots at once; with `max_rows` < B x K, a slot whose row ended takes the next waiting row (continuous
+  refill). Stops are tracked on the device and read every few steps.
+- `decode_steps`, driven through `model(...)` alone, for models the fast path does not cover (FSDP2-sharded,
+  compiled, LoRA-wrapped): the B prompts are prefilled once, the transformers cache repeated K times
+  (`batch_repeat_interleave`), one token per step. On an FSDP2-sharded model every forward is a collective, so
+  the "all rows stopped" flag (and the token budget) is reduced over the ranks and all ranks take the same steps.
+  `use_cache=False` is the reference loop: every step runs the whole sequence (audio included).
+
+All paths share the sampler (`mgrd.generate.sample_next`), so greedy tokens agree; per-token log-probs stay on
+the device and are read back once.
 """
-
 from __future__ import annotations
 
 import warnings
