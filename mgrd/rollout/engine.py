@@ -111,7 +111,7 @@ def rollout(
     if use_cache and fast and supports_fast_path(model):
         res = slot_rollout(model, prompts, cfg, num_samples=num_samples, max_new_tokens=kwargs["max_new_tokens"],
                            stop_ids=kwargs["stop_ids"], pad_id=kwargs["pad_id"],
-                           banned=_audio_ids(model.config, batch.input_ids.device), max_rows=max_rows,
+                           banned=audio_ids(model.config, batch.input_ids.device), max_rows=max_rows,
                            refill=refill, compile=compile)
         picked = (res.tokens, res.logprobs, res.policy_logprobs, res.valid)
     else:
@@ -155,7 +155,7 @@ def stream_tokens(model, prompt: PromptLike, cfg: SamplingConfig, fast: bool = T
         return
     slots = Slots(model, [prompt], cfg, num_samples=1, slots=1, max_new_tokens=kwargs["max_new_tokens"],
                   stop_ids=kwargs["stop_ids"], pad_id=kwargs["pad_id"],
-                  banned=_audio_ids(model.config, batch.input_ids.device))
+                  banned=audio_ids(model.config, batch.input_ids.device))
     chosen = slots.admit([0], [0])
     for n in range(1, kwargs["max_new_tokens"] + 1):
         yield int(chosen.tokens[0])
@@ -170,9 +170,9 @@ def _setup(model, prompts: Sequence[PromptLike], cfg: SamplingConfig, use_cache:
     if _is_sharded(model):  # every rank must run the same number of forwards
         max_new = -_max_over_ranks(torch.tensor(-max_new, device=_device(model)), True)
     stop_ids = resolve_stop_ids(model.config, cfg)
-    pad_id = _pad_id(model.config)
-    batch = collate_prompts(prompts, pad_id).to(_device(model))
-    kwargs = dict(stop_ids=stop_ids, pad_id=pad_id, max_new_tokens=max_new, use_cache=use_cache,
+    pad = pad_id(model.config)
+    batch = collate_prompts(prompts, pad).to(_device(model))
+    kwargs = dict(stop_ids=stop_ids, pad_id=pad, max_new_tokens=max_new, use_cache=use_cache,
                   chunks_per_prompt=[len(p.mels) for p in prompts])
     return batch, kwargs
 
@@ -244,7 +244,7 @@ def decode_steps(
     feed = _Feed(model, batch, num_samples, use_cache, chunks_per_prompt)
     rows, device = feed.ids.shape[0], feed.ids.device
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    banned = _audio_ids(model.config, device)
+    banned = audio_ids(model.config, device)
     generator = None if cfg.seed is None else torch.Generator(device=device).manual_seed(cfg.seed)
     sharded = _is_sharded(model)
     running = torch.ones(rows, dtype=torch.bool, device=device)
@@ -252,7 +252,7 @@ def decode_steps(
     for step in range(max_new_tokens):
         logits = feed.next_logits()
         if seen is None:
-            seen = _seen_prompt_tokens(feed.ids, feed.mask, logits.shape[-1])
+            seen = seen_prompt_tokens(feed.ids, feed.mask, logits.shape[-1])
         tokens, logprobs, policy_logprobs = sample_next(logits, seen, cfg, banned, generator)
         yield Step(tokens=tokens, logprobs=logprobs, policy_logprobs=policy_logprobs, valid=running.clone())
         seen[arange, tokens] |= running
@@ -302,7 +302,7 @@ class _Feed:
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
 
 
-def _seen_prompt_tokens(prompt_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+def seen_prompt_tokens(prompt_ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
     """`[R, V]` bool, True for each row's real prompt tokens (the repetition penalty's starting set).
 
     Padding scatters into an extra column that is then dropped.
@@ -312,7 +312,7 @@ def _seen_prompt_tokens(prompt_ids: torch.Tensor, mask: torch.Tensor, vocab: int
     return seen[:, :vocab].contiguous()
 
 
-def _audio_ids(config, device: torch.device) -> torch.Tensor:
+def audio_ids(config, device: torch.device) -> torch.Tensor:
     """`[n]` ids never sampled: `<audio_start>`, `<audio_end>`, `<audio_patch>` (a completion fed back would
     otherwise be read as holding audio slots); empty for a model without audio ids."""
     ids = config.special_ids
@@ -375,7 +375,7 @@ def _max_over_ranks(value: torch.Tensor, sharded: bool) -> int:
     return int(value)
 
 
-def _pad_id(config) -> int:
+def pad_id(config) -> int:
     ids = config.special_ids
     return ids.pad if ids is not None and ids.pad is not None else 0
 

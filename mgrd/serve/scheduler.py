@@ -30,7 +30,7 @@ import torch
 
 from mgrd.data.collate import PromptLike, collate_prompts
 from mgrd.generate import SamplingConfig, pick_tokens, process_logits
-from mgrd.rollout.engine import _audio_ids, _pad_id, _seen_prompt_tokens, resolve_stop_ids
+from mgrd.rollout.engine import audio_ids, pad_id, resolve_stop_ids, seen_prompt_tokens
 
 
 class QueueFull(RuntimeError):
@@ -99,8 +99,8 @@ class Scheduler:
                              f"{max_join}")
         self.model, self.max_rows, self.max_waiting, self.max_join = model, max_rows, max_waiting, max_join
         self.device = next(model.parameters()).device
-        self.pad_id = _pad_id(model.config)
-        self.banned = _audio_ids(model.config, self.device)
+        self.pad_id = pad_id(model.config)
+        self.banned = audio_ids(model.config, self.device)
         self.forwards = 0  # model calls so far (prefills and decode steps): what batching saves
         self.cancelled = 0  # jobs cancelled so far (clients that went away)
         self._cond = threading.Condition()
@@ -222,7 +222,7 @@ class Scheduler:
         for job in jobs:
             span = slice(start, start + job.n)
             job.running = torch.ones(job.n, dtype=torch.bool, device=self.device)
-            job.seen = _seen_prompt_tokens(batch.input_ids[rows[span]], new.mask[span], logits.shape[-1])
+            job.seen = seen_prompt_tokens(batch.input_ids[rows[span]], new.mask[span], logits.shape[-1])
             job.generator = (None if job.cfg.seed is None
                              else torch.Generator(device=self.device).manual_seed(job.cfg.seed))
             start += job.n

@@ -19,7 +19,7 @@ from mgrd.generate import Prompt, SamplingConfig
 from mgrd.models import build_model
 from mgrd.models.presets import tiny
 from mgrd.rollout import response_logprobs, rollout, stream_tokens
-from mgrd.rollout.engine import _audio_ids, resolve_stop_ids
+from mgrd.rollout.engine import audio_ids, resolve_stop_ids
 from mgrd.rollout.fast import FastDecoder, StaticKV, supports_fast_path
 from mgrd.rollout.slots import slot_rollout
 
@@ -101,7 +101,7 @@ def test_refill_static_and_one_wave_agree_greedy(model, prompts):
 def test_refill_runs_fewer_steps_than_static_waves(model, prompts, ids):
     cfg = dataclasses.replace(GREEDY, stop_ids=stop_set(model, prompts, GREEDY))
     kw = dict(num_samples=2, max_new_tokens=cfg.max_new_tokens, stop_ids=resolve_stop_ids(model.config, cfg),
-              pad_id=ids.pad, banned=_audio_ids(model.config, torch.device("cpu")), max_rows=3)
+              pad_id=ids.pad, banned=audio_ids(model.config, torch.device("cpu")), max_rows=3)
     static = slot_rollout(model, prompts, cfg, refill=False, **kw)
     refill = slot_rollout(model, prompts, cfg, refill=True, **kw)
     assert torch.equal(static.tokens, refill.tokens)
@@ -119,7 +119,7 @@ def test_reading_the_stops_every_few_steps_changes_no_row(model, prompts, ids, r
     steps more, and every row is still exactly what a read at every step gives."""
     cfg = dataclasses.replace(GREEDY, stop_ids=stop_set(model, prompts, GREEDY))
     kw = dict(num_samples=2, max_new_tokens=cfg.max_new_tokens, stop_ids=resolve_stop_ids(model.config, cfg),
-              pad_id=ids.pad, banned=_audio_ids(model.config, torch.device("cpu")), max_rows=3, refill=refill)
+              pad_id=ids.pad, banned=audio_ids(model.config, torch.device("cpu")), max_rows=3, refill=refill)
     every = slot_rollout(model, prompts, cfg, sync_every=1, **kw)
     fourth = slot_rollout(model, prompts, cfg, sync_every=4, **kw)
     for name in ("tokens", "valid"):
