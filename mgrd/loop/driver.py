@@ -136,6 +136,9 @@ class LoopConfig:
     audio_cot_weight: float = option(1.0, "SFT mixing weight of D_audio-cot (D_task: the text items, weight 1)")
     rl: StageSetup = option(StageSetup(config="rl_tiny"), "the RL of each iteration on the pass@K band")
     rl_enabled: bool = option(True, "run the RL stage (false: the SFT model goes on)")
+    rl_reward: dict[str, float] | None = option(
+        None, "reward function -> weight for each iteration's RL, replacing the rl config's (null: keep it; rl_tiny: "
+              "the report's 0.8·correct + 0.2·reasoning); {text: 1.0, audio_correct: 0.8} drops the 0.2 format term")
     eval: EvalSetup = option(EvalSetup(), "held-out evaluation")
     progress: bool = option(True, "progress bars")
 
@@ -590,10 +593,12 @@ def stage_rl(ctx: Context, t: int, folder: Path) -> dict | None:
 
 
 def _load_rl(cfg: LoopConfig, mine: list[str]):
+    """The RL stage's config: its named config, the loop's settings (`mine`, then `rl_reward`), its overrides."""
     from mgrd.config import load_config
     from mgrd.train.rl import RLConfig
 
-    return load_config(RLConfig, cfg.rl.config, _stage_overrides(cfg.rl, mine))
+    reward = [_set("reward.functions", dict(cfg.rl_reward))] if cfg.rl_reward is not None else []
+    return load_config(RLConfig, cfg.rl.config, _stage_overrides(cfg.rl, mine + reward))
 
 
 def stage_eval(ctx: Context, t: int, folder: Path) -> dict:

@@ -72,7 +72,7 @@ def _rl_numbers(folder: Path) -> dict | None:
     if not rows:
         return None
     return {"reward": [r["reward"] for r in rows], "steps": [r["step"] for r in rows],
-            "think_len": [r.get("think_len") for r in rows]}
+            "think_len": [r.get("think_len_mean") for r in rows]}
 
 
 def build_summary(root: str | Path) -> dict:

@@ -256,3 +256,11 @@ def test_shipped_loop_configs_and_their_stage_configs_load(name):
     for stage in (cfg.cold_sft, cfg.sft):
         sft.load(sft.SFTConfig, stage.config, list(stage.overrides))
     load_config(rl.RLConfig, cfg.rl.config, list(cfg.rl.overrides))
+
+
+def test_rl_reward_replaces_the_rl_configs_reward(tmp_path, suite):
+    """The format-term ablation through config alone: `rl_reward` reaches the RL stage's reward functions."""
+    plain = driver._load_rl(_cfg(tmp_path, suite), [])
+    assert plain.reward.functions == {"report": 1.0}
+    ablated = driver._load_rl(_cfg(tmp_path, suite, "rl_reward={text: 1.0, audio_correct: 0.8}"), [])
+    assert ablated.reward.functions == {"text": 1.0, "audio_correct": 0.8}
