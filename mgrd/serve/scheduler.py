@@ -1,20 +1,31 @@
 """Continuous batching: one thread runs shared decoding steps for every request in flight.
 
 A request (`Job`: one encoded prompt, its `SamplingConfig`, n samples) waits in a bounded queue until its rows
-fit (`max_rows`); it then joins at the next step. Joining prefills the new prompts (one padded forward, each
-prompt's audio encoded once), samples their first token from the prefill's logits, and merges their KV cache
-into the running batch: both caches are left-padded to a common length and stacked on the batch dimension, the
-padding masked. Every step then feeds each row its last token (one forward of `[R, 1]` ids over the shared cache)
-and samples each job's rows with the job's own settings and generator, with the logit maths of
-`mgrd.generate` (the same functions `mgrd.rollout.decode_steps` uses). A job's rows leave the batch together,
-when all of them have stopped (a finished row goes on with a masked pad token, as in the rollout engine), when
-its budget is spent, or when the job is cancelled (a client that went away); the cache columns that no
-remaining row attends to are then cut off.
+fit (`max_rows`); it then joins at the next step. Joining prefills the new prompts through the model's own
+forward (one padded forward, each prompt's audio encoded once) and samples their first token from the
+prefill's logits. The rows in flight then decode together, one step for all of them, on one of two paths:
 
-So a job decodes exactly as `mgrd.rollout.rollout` would decode it alone: same positions, same masked keys,
-same sampling order for its rows, so greedy (and seeded) tokens agree with a lone run up to float rounding of
-the batch shapes. Events (`JobEvent`: the step's token per row, and finish reasons) go to the job's `sink`,
-called from the scheduler thread; the server turns them into text. This module knows nothing of HTTP or text.
+- the fast path (`mgrd.rollout.fast`, for the models `supports_fast_path` covers): a `StaticKV` of `max_rows`
+  slots; a job owns `n` slots, its prefilled keys/values are copied into them (`StaticKV.load`), and each step
+  is one `FastDecoder.step` over the slots up to the highest one in use (free slots below it are parked again
+  before each step, so they read nothing and do not grow). The buffers hold as many positions as the jobs in
+  flight need (prompt plus budget), allocated at the first join, grown (reallocated and copied) when a joining
+  job needs more, and released when the batch empties: never the model's whole context up front;
+- the fallback (any other model, e.g. LoRA-wrapped): `model(...)` with a transformers `DynamicCache` shared by
+  all rows; a joining job's cache is left-padded and stacked onto the running one, and a leaving job's rows
+  are cut (with the leading columns no remaining row attends to).
+
+Either way each job samples its own rows of the step's logits with its own settings, generator and seen-token
+mask through `mgrd.generate.sample_next` (the sampler the rollout engine uses). A row that finished goes on being
+fed (a masked pad on the fallback, as in the rollout engine) until its job leaves: when all its rows stopped,
+its budget is spent, or it is cancelled (a client that went away). Its slots are then parked and freed (fast
+path), or its rows cut from the cache (fallback).
+
+So a job decodes exactly as `mgrd.rollout.rollout` would decode it alone: same positions, same keys, same
+sampling order for its rows, so greedy (and seeded) tokens agree with a lone run up to float rounding of the
+batch shapes. Events (`JobEvent`: the step's token and log-prob per row, and finish reasons) go to the job's
+`sink`, called from the scheduler thread; the server turns them into text. This module knows nothing of HTTP or
+text.
 """
 
 from __future__ import annotations
@@ -28,9 +39,12 @@ from typing import Callable
 
 import torch
 
-from mgrd.data.collate import PromptLike, collate_prompts
-from mgrd.generate import SamplingConfig, pick_tokens, process_logits
-from mgrd.rollout.engine import audio_ids, pad_id, resolve_stop_ids, seen_prompt_tokens
+from mgrd.data.collate import PromptBatch, PromptLike, collate_prompts
+from mgrd.generate import SamplingConfig, sample_next
+from mgrd.rollout.engine import DEFAULT_MAX_POSITIONS, audio_ids, pad_id, resolve_stop_ids, seen_prompt_tokens
+from mgrd.rollout.fast import FastDecoder, StaticKV, supports_fast_path
+
+KV_ROUND = 64  # the fast path's buffers hold a multiple of this many positions (fewer reallocations)
 
 
 class QueueFull(RuntimeError):
@@ -47,12 +61,15 @@ class JobEvent:
             this step, None otherwise.
         done: the job has left the batch; no more events follow.
         error: set when the step failed (the job is over); a one-line message.
+        logprobs: one entry per row: the token's log-prob under the distribution it was sampled from (after
+            penalty, temperature, top-k/p), None where `tokens` is None.
     """
 
     tokens: list[int | None]
     finish_reasons: list[str | None]
     done: bool = False
     error: str | None = None
+    logprobs: list[float | None] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -75,6 +92,7 @@ class Job:
     cancelled: bool = False
     ended_rows: set = field(default_factory=set)  # rows the consumer ended (a stop string): finish at next step
     # device state while in the batch
+    rows: torch.Tensor | None = None  # [n] long: the job's rows of a step's logits (its slots on the fast path)
     running: torch.Tensor | None = None  # [n] bool
     seen: torch.Tensor | None = None  # [n, V] bool, tokens in prompt or output (repetition penalty)
     generator: torch.Generator | None = None
@@ -86,14 +104,16 @@ class Scheduler:
     """Continuous batching over one model, on a background thread.
 
     Args:
-        model: an `AudioReasoner` (any device), called as `model(...)` only.
+        model: an `AudioReasoner` (any device); prefills call `model(...)`, steps run the fast path when
+            `supports_fast_path(model)` (else `model(...)` too).
         max_rows: rows decoded together at most (vLLM's `--max-num-seqs`); a job waits until its rows fit.
         max_waiting: jobs waiting for rows at most (a job whose rows are free joins without waiting); `submit`
             raises `QueueFull` past it.
         max_join: jobs prefilled together at most when several join at once.
+        fast: False decodes through `model(...)` even when the fast path covers the model (for comparisons).
     """
 
-    def __init__(self, model, *, max_rows: int = 32, max_waiting: int = 64, max_join: int = 8):
+    def __init__(self, model, *, max_rows: int = 32, max_waiting: int = 64, max_join: int = 8, fast: bool = True):
         if max_rows < 1 or max_waiting < 0 or max_join < 1:
             raise ValueError(f"need max_rows >= 1, max_waiting >= 0, max_join >= 1; got {max_rows}, {max_waiting}, "
                              f"{max_join}")
@@ -103,10 +123,11 @@ class Scheduler:
         self.banned = audio_ids(model.config, self.device)
         self.forwards = 0  # model calls so far (prefills and decode steps): what batching saves
         self.cancelled = 0  # jobs cancelled so far (clients that went away)
+        self.fast = fast and supports_fast_path(model)
+        self._rows = _SlotRows(model, max_rows, self.pad_id) if self.fast else _CacheRows(model, self.pad_id)
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
-        self._jobs: list[Job] = []  # in the batch, in row order (each job's rows contiguous)
-        self._batch: _Batch | None = None
+        self._jobs: list[Job] = []  # in the batch, in joining order
         self._ids = itertools.count(1)
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -172,7 +193,8 @@ class Scheduler:
             self._thread = None
         for job in [*self._jobs, *self._waiting]:
             _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error="the server is shutting down"))
-        self._jobs, self._batch = [], None
+        self._jobs = []
+        self._rows.reset()
         self._waiting.clear()
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -207,68 +229,57 @@ class Scheduler:
         return joining
 
     def _join(self, jobs: list[Job]) -> None:
-        """Prefill `jobs` together, sample each row's first token, and merge their rows into the batch."""
+        """Prefill `jobs` together, give their rows places in the batch, and sample each row's first token."""
         batch = collate_prompts([j.prompt for j in jobs], self.pad_id).to(self.device)
         out = self.model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens,
                          position_ids=batch.position_ids, use_cache=True, logits_to_keep=1)
         self.forwards += 1
         rows = torch.tensor([i for i, j in enumerate(jobs) for _ in range(j.n)], device=self.device)
-        cache = out.cache
-        cache.batch_select_indices(rows)  # each prompt's cache repeated for its n rows, in order
-        new = _Batch(cache=cache, mask=batch.attention_mask[rows], positions=batch.position_ids[rows, -1] + 1,
-                     last=torch.zeros(len(rows), dtype=torch.long, device=self.device))
-        logits = out.logits[:, -1].float()[rows]
-        start = 0
+        logits = out.logits[:, -1].float()[rows]  # [R', V]: each prompt's logits repeated for its n rows
+        spans, start = [], 0
         for job in jobs:
-            span = slice(start, start + job.n)
+            spans.append(slice(start, start + job.n))
+            prompt = rows[spans[-1]]
             job.running = torch.ones(job.n, dtype=torch.bool, device=self.device)
-            job.seen = seen_prompt_tokens(batch.input_ids[rows[span]], new.mask[span], logits.shape[-1])
+            job.seen = seen_prompt_tokens(batch.input_ids[prompt], batch.attention_mask[prompt], logits.shape[-1])
             job.generator = (None if job.cfg.seed is None
                              else torch.Generator(device=self.device).manual_seed(job.cfg.seed))
             start += job.n
-        self._batch = new if self._batch is None else self._batch.merge(new)
+        self._rows.add(jobs, out.cache, batch, rows)
         with self._cond:
             self._jobs += jobs
-        self._sample(logits, jobs, offset=self._batch.last.shape[0] - len(rows))  # the new rows come last
+        self._sample(logits, jobs, spans)
 
     def _step(self) -> None:
         """One decoding step for every row in the batch."""
-        b = self._batch
-        running = torch.cat([j.running for j in self._jobs])
-        fed = torch.where(running, b.last, torch.full_like(b.last, self.pad_id))
-        b.mask = torch.cat([b.mask, running[:, None].to(b.mask.dtype)], dim=1)
-        out = self.model(fed[:, None], b.mask, position_ids=b.positions[:, None], cache=b.cache, use_cache=True,
-                         logits_to_keep=1)
+        logits = self._rows.step(self._jobs)
         self.forwards += 1
-        b.cache, b.positions = out.cache, b.positions + 1
-        self._sample(out.logits[:, -1].float(), list(self._jobs), offset=0)
+        self._sample(logits, list(self._jobs), [j.rows for j in self._jobs])
 
-    def _sample(self, logits: torch.Tensor, jobs: list[Job], offset: int) -> None:
-        """Pick each job's next tokens from its rows of `[R', V]` logits, update its state and send its event.
-
-        `logits` rows start at the batch row `offset` and cover `jobs` in order.
-        """
-        picked, start = [], 0
-        for job in jobs:
-            rows = logits[start: start + job.n].index_fill(1, self.banned, float("-inf"))
+    def _sample(self, logits: torch.Tensor, jobs: list[Job], rows: list) -> None:
+        """Pick each job's next tokens from its `rows` (an index or slice per job) of `[R', V]` logits with
+        `sample_next`, keep them as what its rows are fed next, and send each job its event."""
+        picked, logprobs = [], []
+        for job, at in zip(jobs, rows):
             try:
-                tokens = pick_tokens(process_logits(rows, job.seen, job.cfg), job.cfg.greedy, job.generator)
+                tokens, lp, _ = sample_next(logits[at], job.seen, job.cfg, self.banned, job.generator)
             except RuntimeError as err:  # e.g. settings that overflow to NaN: this job fails, the others go on
                 job.cancelled = True
                 _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=f"sampling failed: {err}"))
-                tokens = torch.full((job.n,), self.pad_id, dtype=torch.long, device=rows.device)
+                tokens = torch.full((job.n,), self.pad_id, dtype=torch.long, device=logits.device)
+                lp = torch.zeros(job.n, device=logits.device)
             picked.append(tokens)
-            start += job.n
+            logprobs.append(lp)
         tokens_all = torch.cat(picked)
-        self._batch.last[offset: offset + len(tokens_all)] = tokens_all
-        host = tokens_all.tolist()  # the step's one host read
+        self._rows.last[torch.cat([j.rows for j in jobs])] = tokens_all
+        host, host_lp = tokens_all.tolist(), torch.cat(logprobs).tolist()  # the step's host reads
         start = 0
         for job, tokens in zip(jobs, picked):
             if not job.cancelled:
-                self._advance(job, tokens, host[start: start + job.n])
+                self._advance(job, tokens, host[start: start + job.n], host_lp[start: start + job.n])
             start += job.n
 
-    def _advance(self, job: Job, tokens: torch.Tensor, host: list[int]) -> None:
+    def _advance(self, job: Job, tokens: torch.Tensor, host: list[int], logprobs: list[float]) -> None:
         """Record one step of `job`: seen tokens, stops, budget; send its event."""
         was = job.running.tolist()
         arange = torch.arange(job.n, device=tokens.device)
@@ -286,13 +297,14 @@ class Scheduler:
                 reasons[r] = "length"
         still = [was[r] and reasons[r] is None for r in range(job.n)]
         job.running = torch.tensor(still, dtype=torch.bool, device=tokens.device)
-        event = JobEvent([host[r] if was[r] else None for r in range(job.n)], reasons, done=not any(still))
+        event = JobEvent([host[r] if was[r] else None for r in range(job.n)], reasons, done=not any(still),
+                         logprobs=[logprobs[r] if was[r] else None for r in range(job.n)])
         job.done_sent = event.done
         _emit(job, event)
 
     def _drop_finished(self) -> None:
-        """Remove jobs that are done, cancelled, or whose rows were all ended; cut unused cache columns."""
-        keep_rows, kept, start = [], [], 0
+        """Remove jobs that are done, cancelled, or whose rows were all ended; free their rows."""
+        kept, leaving = [], []
         for job in self._jobs:
             for r in list(job.ended_rows):
                 if bool(job.running[r]):
@@ -301,56 +313,161 @@ class Scheduler:
             if done and not job.cancelled and not job.done_sent:  # its rows were ended by the consumer
                 job.done_sent = True
                 _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True))
-            if not done:
-                kept.append(job)
-                keep_rows += range(start, start + job.n)
-            start += job.n
-        if len(kept) == len(self._jobs):
+            (leaving if done else kept).append(job)
+        if not leaving:
             return
         with self._cond:
             self._jobs = kept
-        if not kept:
-            self._batch = None
-            return
-        self._batch.select(torch.tensor(keep_rows, device=self.device))
+        self._rows.remove(kept, leaving)
 
     def _fail_all(self, message: str) -> None:
         for job in self._jobs:
             _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=message))
         with self._cond:
             self._jobs = []
-        self._batch = None
+        self._rows.reset()
 
 
-@dataclass
-class _Batch:
-    """The rows in flight: their shared KV cache and what the next step feeds.
+class _SlotRows:
+    """The fast path's rows: a `StaticKV` of `max_rows` slots, each job's rows in slots it owns.
 
     Attributes:
-        cache: transformers `DynamicCache`, keys/values `[R, H, T, D]` per layer, left-padded.
-        mask: `[R, T]` long, 1 on the cache columns each row attends to.
-        positions: `[R]` long, the rotary position of the token each row is fed next.
-        last: `[R]` long, that token (each row's last sampled id).
+        kv: the slots' keys/values (None while no job is in flight), as long as the jobs in flight need.
+        last: `[max_rows]` long, the token each slot is fed next.
+        free: the slots no job owns, in order (a joining job takes the lowest).
     """
 
-    cache: object
-    mask: torch.Tensor
-    positions: torch.Tensor
-    last: torch.Tensor
+    def __init__(self, model, max_rows: int, pad: int):
+        self.model, self.max_rows, self.pad = model, max_rows, pad
+        self.decoder = FastDecoder(model)
+        self.limit = int(model.config.text.get("max_position_embeddings", DEFAULT_MAX_POSITIONS)) + 1
+        self.last = torch.full((max_rows,), pad, dtype=torch.long, device=model.lm_head.weight.device)
+        self.reset()
 
-    def merge(self, other: "_Batch") -> "_Batch":
-        """This batch's rows then `other`'s, both left-padded to the longer cache (padding masked)."""
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)])
-            mine.values = torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)])
-        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(other.mask, width, 1)])
-        self.positions = torch.cat([self.positions, other.positions])
-        self.last = torch.cat([self.last, other.last])
-        return self
+    def reset(self) -> None:
+        """No job in flight: every slot free, the buffers released."""
+        self.kv: StaticKV | None = None
+        self.free = list(range(self.max_rows))
+        self.owned: dict[Job, list[int]] = {}
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep `rows` (a `[R']` index), then drop leading columns no kept row attends to."""
+    def add(self, jobs: list[Job], cache, batch: PromptBatch, rows: torch.Tensor) -> None:
+        """Copy the prefill `cache` (rows `[R']`: each prompt's row repeated for its job's n rows) into free
+        slots, after growing the buffers to the columns the joining jobs need: the padded prompt, its budget."""
+        self._fit(batch.attention_mask.shape[1] + max(j.cfg.max_new_tokens for j in jobs))
+        slots = self.free[: len(rows)]
+        del self.free[: len(rows)]
+        self.kv.load(slots, cache, rows.tolist(), batch.attention_mask)
+        start = 0
+        for job in jobs:
+            self.owned[job] = slots[start: start + job.n]
+            job.rows = torch.tensor(self.owned[job], dtype=torch.long, device=self.last.device)
+            start += job.n
+
+    def step(self, jobs: list[Job]) -> torch.Tensor:
+        """One `FastDecoder.step` over slots 0..h (h the highest owned slot), free ones parked first so they
+        stay one column long; returns `[h + 1, V]` float32 logits (row s = slot s)."""
+        n = max(s for slots in self.owned.values() for s in slots) + 1
+        holes = [s for s in self.free if s < n and self.kv.host_length[s] > 1]
+        if holes:
+            self.kv.park(holes)
+        view = _first_slots(self.kv, n)
+        logits = self.decoder.step(view, self.last[:n])
+        self.kv.host_length[:n] = view.host_length
+        return logits
+
+    def remove(self, kept: list[Job], leaving: list[Job]) -> None:
+        """Park and free the slots of `leaving`; release the buffers when nothing is left."""
+        slots = [s for job in leaving for s in self.owned.pop(job)]
+        if not self.owned:
+            self.reset()
+            return
+        self.kv.park(slots)
+        self.free = sorted(self.free + slots)
+
+    def _fit(self, need: int) -> None:
+        """Buffers of at least `need` positions: allocated at the first join (rounded up to `KV_ROUND`), grown at
+        least twofold (up to the model's positions) and copied when a joining job needs more."""
+        if self.kv is not None and need <= self.kv.max_len:
+            return
+        size = -(-need // KV_ROUND) * KV_ROUND
+        if self.kv is None:
+            self.kv = StaticKV.allocate(self.max_rows, size, self.model)
+            return
+        self.kv = _grown(self.kv, max(size, min(2 * self.kv.max_len, self.limit)), self.model)
+
+
+def _first_slots(kv: StaticKV, n: int) -> StaticKV:
+    """Slots 0..n-1 of `kv` as a `StaticKV` on the same storage: a step over it writes into `kv` (all but
+    `host_length`, a host list the caller copies back)."""
+    return StaticKV([k[:n] for k in kv.keys], [v[:n] for v in kv.values], kv.valid[:n], kv.length[:n],
+                    kv.position[:n], kv.host_length[:n])
+
+
+def _grown(kv: StaticKV, max_len: int, model) -> StaticKV:
+    """A copy of `kv` with `max_len` columns per slot (`[S, H_kv, max_len, D_h]` per layer)."""
+    new = StaticKV.allocate(kv.valid.shape[0], max_len, model, dtype=kv.keys[0].dtype)
+    old = kv.max_len
+    for mine, theirs in zip(new.keys + new.values, kv.keys + kv.values):
+        mine[:, :, :old] = theirs
+    new.valid[:, :old] = kv.valid
+    new.length.copy_(kv.length)
+    new.position.copy_(kv.position)
+    new.host_length = list(kv.host_length)
+    return new
+
+
+class _CacheRows:
+    """The fallback's rows: one transformers `DynamicCache` for all, a job's rows contiguous, in joining order.
+
+    Attributes:
+        cache: keys/values `[R, H, T, D]` per layer, left-padded (None while no job is in flight).
+        mask: `[R, T]` long, 1 on the cache columns each row attends to.
+        positions: `[R]` long, the rotary position of the token each row is fed next.
+        last: `[R]` long, that token (each row's last sampled id; finished rows are fed a masked pad).
+    """
+
+    def __init__(self, model, pad: int):
+        self.model, self.pad = model, pad
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache, self.mask, self.positions, self.last = None, None, None, None
+
+    def add(self, jobs: list[Job], cache, batch: PromptBatch, rows: torch.Tensor) -> None:
+        """Stack the prefill `cache` (rows `[R']` of it, each prompt's row repeated for its n rows) under the
+        running rows, both left-padded to the longer cache (padding masked)."""
+        cache.batch_select_indices(rows)
+        mask, positions = batch.attention_mask[rows], batch.position_ids[rows, -1] + 1
+        last = torch.zeros(len(rows), dtype=torch.long, device=rows.device)
+        offset = 0 if self.cache is None else self.last.shape[0]
+        if self.cache is None:
+            self.cache, self.mask, self.positions, self.last = cache, mask, positions, last
+        else:
+            width = max(self.mask.shape[1], mask.shape[1])
+            for mine, theirs in zip(self.cache.layers, cache.layers):
+                mine.keys = torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)])
+                mine.values = torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)])
+            self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
+            self.positions = torch.cat([self.positions, positions])
+            self.last = torch.cat([self.last, last])
+        _number_rows(jobs, offset)
+
+    def step(self, jobs: list[Job]) -> torch.Tensor:
+        """Feed each row its last token (a masked pad for finished rows) through `model(...)`; `[R, V]` logits."""
+        running = torch.cat([j.running for j in jobs])
+        fed = torch.where(running, self.last, torch.full_like(self.last, self.pad))
+        self.mask = torch.cat([self.mask, running[:, None].to(self.mask.dtype)], dim=1)
+        out = self.model(fed[:, None], self.mask, position_ids=self.positions[:, None], cache=self.cache,
+                         use_cache=True, logits_to_keep=1)
+        self.cache, self.positions = out.cache, self.positions + 1
+        return out.logits[:, -1].float()
+
+    def remove(self, kept: list[Job], leaving: list[Job]) -> None:
+        """Keep the rows of `kept`, then drop leading columns no kept row attends to."""
+        if not kept:
+            self.reset()
+            return
+        rows = torch.cat([j.rows for j in kept])
         self.cache.batch_select_indices(rows)
         self.mask, self.positions, self.last = self.mask[rows], self.positions[rows], self.last[rows]
         used = self.mask.any(dim=0).nonzero()
@@ -359,6 +476,14 @@ class _Batch:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
             self.mask = self.mask[:, first:]
+        _number_rows(kept, 0)
+
+
+def _number_rows(jobs: list[Job], start: int) -> None:
+    """Give `jobs` consecutive rows from `start`, in order (the fallback's batch layout)."""
+    for job in jobs:
+        job.rows = torch.arange(start, start + job.n, device=job.running.device)
+        start += job.n
 
 
 def _emit(job: Job, event: JobEvent) -> None:

@@ -1,4 +1,5 @@
-"""Fixtures for the server tests: tiny checkpoints on disk and real uvicorn servers on free ports."""
+"""Fixtures for the server tests: tiny checkpoints on disk, real uvicorn servers on free ports, and the random tiny
+model the scheduler tests decode with."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from mgrd.models.presets import init_checkpoint
+from mgrd.models import build_model
+from mgrd.models.presets import init_checkpoint, tiny
 from mgrd.serve.app import create_app, load_server
 
 from .helpers import LIMITS, Live
@@ -47,3 +49,9 @@ def keyed_live(random_live):
     live = Live(create_app(dataclasses.replace(random_live.server, api_key="sesame")))
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def model(tok, ids):
+    """The tiny preset with random weights (seed 2); greedy decoding runs past 200 tokens on the mixed prompts."""
+    return build_model(tiny(len(tok), ids), seed=2).eval()

@@ -1,14 +1,17 @@
-"""Helpers for the server tests: a real uvicorn server on a free port, audio files in every input format."""
+"""Helpers for the server tests: a real uvicorn server on a free port, audio files in every input format, and a
+scheduler job's sink with the lone-rollout reference it is checked against."""
 
 from __future__ import annotations
 
 import base64
 import io
+import queue
 import threading
 import time
 
 import numpy as np
 import soundfile as sf
+import torch
 import uvicorn
 
 # What the random-weight server allows (small, so the limit tests are cheap).
@@ -61,3 +64,43 @@ def audio_part(wave: np.ndarray | None = None, fmt: str = "wav", rate: int = 16_
     wave = tone() if wave is None else wave
     data = base64.b64encode(audio_file(wave, fmt, rate)).decode()
     return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+
+
+class Collector:
+    """A scheduler job's sink: keeps every event; `wait()` returns each row's tokens and finish reason and keeps
+    each row's log-probs in `logprobs`."""
+
+    def __init__(self):
+        self.events: queue.Queue = queue.Queue()
+        self.logprobs: list[list[float]] = []
+
+    def __call__(self, event) -> None:
+        self.events.put(event)
+
+    def wait(self, n: int, timeout: float = 120.0) -> tuple[list[list[int]], list[str | None]]:
+        tokens, reasons, self.logprobs = [[] for _ in range(n)], [None] * n, [[] for _ in range(n)]
+        while True:
+            event = self.events.get(timeout=timeout)
+            assert event.error is None, event.error
+            for r, (tok, why) in enumerate(zip(event.tokens, event.finish_reasons)):
+                if tok is not None:
+                    tokens[r].append(tok)
+                    self.logprobs[r].append(event.logprobs[r])
+                reasons[r] = why or reasons[r]
+            if event.done:
+                return tokens, reasons
+
+
+def assert_decodes_alone(model, prompt, cfg, n: int, sink: Collector) -> list[list[int]]:
+    """The job behind `sink` got what `mgrd.rollout.rollout` gives for its prompt alone: the same tokens and
+    finish reasons, and log-probs within float rounding of the batch shapes (1e-5). Returns its rows' tokens."""
+    from mgrd.rollout import rollout
+
+    tokens, reasons = sink.wait(n)
+    ref = rollout(model, [prompt], cfg, num_samples=n)
+    assert tokens == [ref.row_tokens(r) for r in range(n)]
+    assert reasons == ref.finish_reasons
+    for r in range(n):
+        torch.testing.assert_close(torch.tensor(sink.logprobs[r]), ref.logprobs[r, : len(tokens[r])], atol=1e-5,
+                                   rtol=0)
+    return tokens
