@@ -94,7 +94,7 @@ class Job:
     # device state while in the batch
     rows: torch.Tensor | None = None  # [n] long: the job's rows of a step's logits (its slots on the fast path)
     running: torch.Tensor | None = None  # [n] bool
-    seen: torch.Tensor | None = None  # [n, V] bool, tokens in prompt or output (repetition penalty)
+    seen: torch.Tensor | None = None  # [n, V] bool, tokens in prompt or output (with a repetition penalty)
     generator: torch.Generator | None = None
     generated: int = 0
     done_sent: bool = False  # the last event sent had `done` set
@@ -238,10 +238,11 @@ class Scheduler:
         logits = out.logits[:, -1].float()[rows]  # [R', V]: each prompt's logits repeated for its n rows
         spans, start = [], 0
         for job in jobs:
-            spans.append(slice(start, start + job.n))
-            prompt = rows[spans[-1]]
+            spans.append(torch.arange(start, start + job.n, device=self.device))
             job.running = torch.ones(job.n, dtype=torch.bool, device=self.device)
-            job.seen = seen_prompt_tokens(batch.input_ids[prompt], batch.attention_mask[prompt], logits.shape[-1])
+            if job.cfg.repetition_penalty != 1.0:  # the penalty's starting set: the prompt's own tokens
+                prompt = rows[spans[-1]]
+                job.seen = seen_prompt_tokens(batch.input_ids[prompt], batch.attention_mask[prompt], logits.shape[-1])
             job.generator = (None if job.cfg.seed is None
                              else torch.Generator(device=self.device).manual_seed(job.cfg.seed))
             start += job.n
@@ -256,34 +257,52 @@ class Scheduler:
         self.forwards += 1
         self._sample(logits, list(self._jobs), [j.rows for j in self._jobs])
 
-    def _sample(self, logits: torch.Tensor, jobs: list[Job], rows: list) -> None:
-        """Pick each job's next tokens from its `rows` (an index or slice per job) of `[R', V]` logits with
-        `sample_next`, keep them as what its rows are fed next, and send each job its event."""
-        picked, logprobs = [], []
-        for job, at in zip(jobs, rows):
-            try:
-                tokens, lp, _ = sample_next(logits[at], job.seen, job.cfg, self.banned, job.generator)
-            except RuntimeError as err:  # e.g. settings that overflow to NaN: this job fails, the others go on
-                job.cancelled = True
-                _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=f"sampling failed: {err}"))
-                tokens = torch.full((job.n,), self.pad_id, dtype=torch.long, device=logits.device)
-                lp = torch.zeros(job.n, device=logits.device)
-            picked.append(tokens)
-            logprobs.append(lp)
-        tokens_all = torch.cat(picked)
+    def _sample(self, logits: torch.Tensor, jobs: list[Job], rows: list[torch.Tensor]) -> None:
+        """Pick each job's next tokens from its `rows` (`[n]` indices) of `[R', V]` logits, keep them as what its
+        rows are fed next, and send each job its event."""
+        picked = self._pick(logits, jobs, rows)
+        tokens_all = torch.cat([tokens for tokens, _ in picked])
         self._rows.last[torch.cat([j.rows for j in jobs])] = tokens_all
-        host, host_lp = tokens_all.tolist(), torch.cat(logprobs).tolist()  # the step's host reads
+        host, host_lp = tokens_all.tolist(), torch.cat([lp for _, lp in picked]).tolist()  # the step's host reads
         start = 0
-        for job, tokens in zip(jobs, picked):
+        for job, (tokens, _) in zip(jobs, picked):
             if not job.cancelled:
                 self._advance(job, tokens, host[start: start + job.n], host_lp[start: start + job.n])
             start += job.n
 
+    def _pick(self, logits: torch.Tensor, jobs: list[Job], rows: list[torch.Tensor]) -> list[tuple]:
+        """`[n]` tokens and log-probs per job, from `mgrd.generate.sample_next` with the job's settings, seen-token
+        mask and generator. Greedy jobs with the same penalty share one call (an argmax per row: no token changes,
+        no random stream is read); a call that fails is retried job by job, and a job whose own call fails (e.g.
+        settings that overflow to NaN) is ended with an error event and fed pads until it leaves."""
+        picked: list[tuple | None] = [None] * len(jobs)
+        groups = collections.defaultdict(list)
+        for i, job in enumerate(jobs):
+            groups[(job.cfg.repetition_penalty,) if job.cfg.greedy else ("alone", i)].append(i)
+        pending = list(groups.values())
+        while pending:
+            group = pending.pop()
+            members = [jobs[i] for i in group]
+            seen = None if members[0].seen is None else torch.cat([j.seen for j in members])
+            try:
+                tokens, lp, _ = sample_next(logits[torch.cat([rows[i] for i in group])], seen, members[0].cfg,
+                                            self.banned, members[0].generator)
+            except RuntimeError as err:
+                if len(group) > 1:
+                    pending += [[i] for i in group]
+                    continue
+                self._fail(members[0], f"sampling failed: {err}")
+                tokens = torch.full((members[0].n,), self.pad_id, dtype=torch.long, device=logits.device)
+                lp = torch.zeros(members[0].n, device=logits.device)
+            for i, t, p in zip(group, tokens.split([j.n for j in members]), lp.split([j.n for j in members])):
+                picked[i] = (t, p)
+        return picked
+
     def _advance(self, job: Job, tokens: torch.Tensor, host: list[int], logprobs: list[float]) -> None:
         """Record one step of `job`: seen tokens, stops, budget; send its event."""
         was = job.running.tolist()
-        arange = torch.arange(job.n, device=tokens.device)
-        job.seen[arange, tokens] |= job.running
+        if job.seen is not None:
+            job.seen[torch.arange(job.n, device=tokens.device), tokens] |= job.running
         stops = set(job.stop_ids)
         job.generated += 1
         out_of_budget = job.generated >= job.cfg.max_new_tokens
@@ -320,9 +339,14 @@ class Scheduler:
             self._jobs = kept
         self._rows.remove(kept, leaving)
 
+    def _fail(self, job: Job, message: str) -> None:
+        """End one job with an error event; it leaves the batch before the next step."""
+        job.cancelled = True
+        _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=message))
+
     def _fail_all(self, message: str) -> None:
         for job in self._jobs:
-            _emit(job, JobEvent([None] * job.n, [None] * job.n, done=True, error=message))
+            self._fail(job, message)
         with self._cond:
             self._jobs = []
         self._rows.reset()

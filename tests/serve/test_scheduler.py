@@ -135,3 +135,33 @@ def test_a_job_whose_sampling_fails_ends_alone(model, mixed_prompts, fast):
         assert_decodes_alone(model, mixed_prompts[2], ok, 1, good)
     finally:
         sched.stop()
+
+
+def test_greedy_jobs_sample_together_and_a_failing_one_ends_alone(model, mixed_prompts, monkeypatch):
+    """Greedy jobs with the same penalty share one sampling call; when that call fails, each job is sampled alone,
+    so only the job whose own call fails gets an error event and the other decodes on as alone."""
+    from mgrd.serve import scheduler
+
+    only_bad = (set(mixed_prompts[0].input_ids) - set(mixed_prompts[2].input_ids)).pop()
+    calls, real = [], scheduler.sample_next
+
+    def sample_next(logits, seen, *args):
+        calls.append(logits.shape[0])
+        if seen[:, only_bad].any():  # a row of the bad job's prompt is in this call
+            raise RuntimeError("injected")
+        return real(logits, seen, *args)
+
+    monkeypatch.setattr(scheduler, "sample_next", sample_next)
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0, repetition_penalty=1.3)
+    sched = Scheduler(model, max_rows=4)
+    bad, good = Collector(), Collector()
+    sched.submit(mixed_prompts[0], cfg, 1, bad)
+    sched.submit(mixed_prompts[2], cfg, 2, good)
+    sched.start()
+    try:
+        event = bad.events.get(timeout=60)
+        assert event.done and event.error == "sampling failed: injected"
+        assert_decodes_alone(model, mixed_prompts[2], cfg, 2, good)
+    finally:
+        sched.stop()
+    assert calls == [3, 2, 1] + [2] * 5  # together, then job by job; then the good job alone in the batch
