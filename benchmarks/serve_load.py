@@ -10,10 +10,13 @@ interpreter; everything is on localhost.
    medians over `--speech-requests`. Also espeak-ng alone on the first sentence, the floor of the audio part.
 2. Load: `--clients` concurrent clients on the random tiny checkpoint for `--seconds`, each sending greedy
    requests of exactly `--tokens` tokens (a prompt the model does not stop on early), once with batching
-   (`--max-num-seqs 32`) and once without (`--max-num-seqs 1`, one request decoded at a time): requests and
-   tokens per second, p50/p95 latency, p50 time to first token, errors, and the throughput ratio.
+   (`--max-num-seqs 32`), once with batching on the scheduler's fallback path (steps through `model(...)` and
+   a transformers cache merged and cut as jobs come and go, as before the fast path; forced by a wrapper that
+   reports no model as covered), and once without batching (`--max-num-seqs 1`, one request decoded at a
+   time): requests and tokens per second, p50/p95 latency, p50 time to first token, errors, and the
+   throughput ratios.
 
-Run: `python benchmarks/serve_load.py` (about 3 min on 2 shared cores), `--quick` for a smoke run.
+Run: `python benchmarks/serve_load.py` (about 4 min on 2 shared cores), `--quick` for a smoke run.
 The numbers are for the tiny model on this CPU: they measure the server (scheduling, streaming, speech), not a
 33B model's speed; on a GPU pass `--device cuda`.
 """
@@ -41,10 +44,16 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted checkpoint builder lives
 
 
 THREADS: list[str] = []  # `--threads N` for the servers, from the command line
+# `python -m mgrd.serve.cli`, with the scheduler told that no model is covered by the fast path
+FALLBACK = ("import sys, mgrd.serve.scheduler as s; s.supports_fast_path = lambda model: False; "
+            "from mgrd.serve.cli import main; sys.exit(main())")
 
 
-def start_server(model: Path, *extra: str, device: str = "cpu") -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mgrd.serve.cli", "--model", str(model), "--port", "0",
+def start_server(model: Path, *extra: str, device: str = "cpu", fallback: bool = False
+                 ) -> tuple[subprocess.Popen, str]:
+    """Start `mgrd serve` on a free port (on the scheduler's fallback path with `fallback`); returns it and its URL."""
+    entry = ["-c", FALLBACK] if fallback else ["-m", "mgrd.serve.cli"]
+    proc = subprocess.Popen([sys.executable, *entry, "--model", str(model), "--port", "0",
                              "--device", device, "--served-model-name", "m", "--log-level", "info", *THREADS,
                              *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -128,8 +137,10 @@ def load(model: Path, clients: int, seconds: float, tokens: int, device: str) ->
     payload = {"model": "m", "max_tokens": tokens, "temperature": 0,
                "messages": [{"role": "user", "content": "Hello"}]}  # the random tiny model runs on after it
     results = {}
-    for name, rows in (("batching on", 32), ("batching off", 1)):
-        proc, url = start_server(model, "--max-num-seqs", str(rows), "--max-waiting", "256", device=device)
+    runs = (("batching on", 32, False), ("batching on, fallback path", 32, True), ("batching off", 1, False))
+    for name, rows, fallback in runs:
+        proc, url = start_server(model, "--max-num-seqs", str(rows), "--max-waiting", "256", device=device,
+                                 fallback=fallback)
         try:
             timed_stream(url, {**payload, "max_tokens": 4})  # warm up
             results[name] = run_clients(url, payload, clients, seconds)
@@ -144,8 +155,9 @@ def load(model: Path, clients: int, seconds: float, tokens: int, device: str) ->
     for name, r in results.items():
         if r["first_error"]:
             print(f"first error ({name}): {r['first_error']}")
-    on, off = results["batching on"], results["batching off"]
-    print(f"\nthroughput ratio (batching on / off): {on['tps'] / off['tps']:.2f}x")
+    on, off, old = results["batching on"], results["batching off"], results["batching on, fallback path"]
+    print(f"\nthroughput ratio (batching on / off): {on['tps'] / off['tps']:.2f}x; "
+          f"(batching on / on the fallback path): {on['tps'] / old['tps']:.2f}x")
 
 
 def run_clients(url: str, payload: dict, clients: int, seconds: float) -> dict:
