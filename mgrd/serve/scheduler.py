@@ -6,20 +6,22 @@ forward (one padded forward, each prompt's audio encoded once) and samples their
 prefill's logits. The rows in flight then decode together, one step for all of them, on one of two paths:
 
 - the fast path (`mgrd.rollout.fast`, for the models `supports_fast_path` covers): a `StaticKV` of `max_rows`
-  slots; a job owns `n` slots, its prefilled keys/values are copied into them (`StaticKV.load`), and each step
-  is one `FastDecoder.step` over the slots up to the highest one in use (free slots below it are parked again
-  before each step, so they read nothing and do not grow). The buffers hold as many positions as the jobs in
-  flight need (prompt plus budget), allocated at the first join, grown (reallocated and copied) when a joining
-  job needs more, and released when the batch empties: never the model's whole context up front;
+  slots; a job owns `n` slots, its prefilled keys/values are copied into them without the batch's left padding
+  (`StaticKV.load`), and each step is one `FastDecoder.step` over the slots up to the highest one in use (free
+  slots below it are parked again before each step, so they read nothing and do not grow). The buffers hold as
+  many positions as the jobs in flight need (a job's prompt plus its budget), allocated at the first join, grown
+  (reallocated and copied) when a joining job needs more, and released when the batch empties: never the
+  model's whole context up front;
 - the fallback (any other model, e.g. LoRA-wrapped): `model(...)` with a transformers `DynamicCache` shared by
   all rows; a joining job's cache is left-padded and stacked onto the running one, and a leaving job's rows
   are cut (with the leading columns no remaining row attends to).
 
 Either way each job samples its own rows of the step's logits with its own settings, generator and seen-token
-mask through `mgrd.generate.sample_next` (the sampler the rollout engine uses). A row that finished goes on being
-fed (a masked pad on the fallback, as in the rollout engine) until its job leaves: when all its rows stopped,
-its budget is spent, or it is cancelled (a client that went away). Its slots are then parked and freed (fast
-path), or its rows cut from the cache (fallback).
+mask through `mgrd.generate.sample_next` (the sampler the rollout engine uses; greedy jobs with the same penalty
+share one call, which changes no token). A row that finished goes on being fed (a masked pad on the fallback,
+as in the rollout engine) until its job leaves: when all its rows stopped, its budget is spent, or it is
+cancelled (a client that went away). Its slots are then parked and freed (fast path), or its rows cut from the
+cache (fallback).
 
 So a job decodes exactly as `mgrd.rollout.rollout` would decode it alone: same positions, same keys, same
 sampling order for its rows, so greedy (and seeded) tokens agree with a lone run up to float rounding of the
@@ -35,6 +37,7 @@ import itertools
 import threading
 import traceback
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -270,7 +273,8 @@ class Scheduler:
                 self._advance(job, tokens, host[start: start + job.n], host_lp[start: start + job.n])
             start += job.n
 
-    def _pick(self, logits: torch.Tensor, jobs: list[Job], rows: list[torch.Tensor]) -> list[tuple]:
+    def _pick(self, logits: torch.Tensor, jobs: list[Job], rows: list[torch.Tensor]
+              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """`[n]` tokens and log-probs per job, from `mgrd.generate.sample_next` with the job's settings, seen-token
         mask and generator. Greedy jobs with the same penalty share one call (an argmax per row: no token changes,
         no random stream is read); a call that fails is retried job by job, and a job whose own call fails (e.g.
@@ -376,20 +380,23 @@ class _SlotRows:
 
     def add(self, jobs: list[Job], cache, batch: PromptBatch, rows: torch.Tensor) -> None:
         """Copy the prefill `cache` (rows `[R']`: each prompt's row repeated for its job's n rows) into free
-        slots, after growing the buffers to the columns the joining jobs need: the padded prompt, its budget."""
-        self._fit(batch.attention_mask.shape[1] + max(j.cfg.max_new_tokens for j in jobs))
-        slots = self.free[: len(rows)]
-        del self.free[: len(rows)]
-        self.kv.load(slots, cache, rows.tolist(), batch.attention_mask)
-        start = 0
+        slots, each job's without the batch's left padding (a slot holds its own prompt's columns only), after
+        growing the buffers to the columns the joining jobs need: prompt plus budget."""
+        self._fit(max(len(j.prompt.input_ids) + j.cfg.max_new_tokens for j in jobs))
+        host_rows, start = rows.tolist(), 0
         for job in jobs:
-            self.owned[job] = slots[start: start + job.n]
-            job.rows = torch.tensor(self.owned[job], dtype=torch.long, device=self.last.device)
+            slots = self.free[: job.n]
+            del self.free[: job.n]
+            cut = batch.attention_mask.shape[1] - len(job.prompt.input_ids)  # the prompt's left padding
+            self.kv.load(slots, _from_column(cache, cut), host_rows[start: start + job.n],
+                         batch.attention_mask[:, cut:])
+            self.owned[job] = slots
+            job.rows = torch.tensor(slots, dtype=torch.long, device=self.last.device)
             start += job.n
 
     def step(self, jobs: list[Job]) -> torch.Tensor:
-        """One `FastDecoder.step` over slots 0..h (h the highest owned slot), free ones parked first so they
-        stay one column long; returns `[h + 1, V]` float32 logits (row s = slot s)."""
+        """One `FastDecoder.step` over slots 0..h (h the highest owned slot), free ones parked first so they do
+        not grow; returns `[h + 1, V]` float32 logits (row s = slot s)."""
         n = max(s for slots in self.owned.values() for s in slots) + 1
         holes = [s for s in self.free if s < n and self.kv.host_length[s] > 1]
         if holes:
@@ -409,8 +416,9 @@ class _SlotRows:
         self.free = sorted(self.free + slots)
 
     def _fit(self, need: int) -> None:
-        """Buffers of at least `need` positions: allocated at the first join (rounded up to `KV_ROUND`), grown at
-        least twofold (up to the model's positions) and copied when a joining job needs more."""
+        """Buffers of at least `need` positions: allocated at the first join (rounded up to `KV_ROUND`); when a
+        joining job needs more, reallocated at twice the length (at most the model's positions, at least `need`)
+        and copied."""
         if self.kv is not None and need <= self.kv.max_len:
             return
         size = -(-need // KV_ROUND) * KV_ROUND
@@ -418,6 +426,13 @@ class _SlotRows:
             self.kv = StaticKV.allocate(self.max_rows, size, self.model)
             return
         self.kv = _grown(self.kv, max(size, min(2 * self.kv.max_len, self.limit)), self.model)
+
+
+def _from_column(cache, first: int):
+    """The transformers `cache`'s layers (`[B, H_kv, P, D_h]` keys/values) from column `first` on, as views, in
+    the shape `StaticKV.load` reads (`cache.layers[i].keys`, `.values`)."""
+    return SimpleNamespace(layers=[SimpleNamespace(keys=layer.keys[:, :, first:], values=layer.values[:, :, first:])
+                                   for layer in cache.layers])
 
 
 def _first_slots(kv: StaticKV, n: int) -> StaticKV:

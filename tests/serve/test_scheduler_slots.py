@@ -115,3 +115,28 @@ def test_a_lora_model_is_served_through_its_forward(model, mixed_prompts):
         sched.stop()
     plain = rollout(model, mixed_prompts[:1], cfgs[0], num_samples=2)
     assert got[0] != [plain.row_tokens(r) for r in range(2)]
+
+
+def test_a_slot_holds_its_own_prompt_without_the_batchs_padding(model, mixed_prompts):
+    """Prompts of 23 and 7 tokens prefilled together (one forward, the short one left-padded): each slot starts at
+    its own prompt's length and attends to exactly those columns; both decode as alone."""
+    sched = Scheduler(model, max_rows=4)
+    cfg = greedy(4)
+    long, short = Collector(), Collector()
+    first = []
+
+    def on_long(event):
+        long(event)
+        first.append(snapshot(sched)) if not first else None
+
+    sched.submit(mixed_prompts[0], cfg, 1, on_long)
+    sched.submit(mixed_prompts[2], cfg, 2, short)
+    sched.start()
+    try:
+        assert_decodes_alone(model, mixed_prompts[0], cfg, 1, long)
+        assert_decodes_alone(model, mixed_prompts[2], cfg, 2, short)
+    finally:
+        sched.stop()
+    lengths = [len(mixed_prompts[0].input_ids)] + [len(mixed_prompts[2].input_ids)] * 2
+    assert lengths == [23, 7, 7]
+    assert first[0]["length"][:3] == first[0]["attended"][:3] == lengths
