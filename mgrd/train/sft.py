@@ -171,6 +171,7 @@ class SFTTrainer:
     def __init__(self, cfg: SFTConfig):
         import torch
 
+        from mgrd.rollout.engine import pad_id
         from mgrd.train import distributed as dist
         from mgrd.train.optim import build_optimizer, build_scheduler, prepare_trainable
         from mgrd.train.run import RunDir, model_fingerprint
@@ -196,7 +197,7 @@ class SFTTrainer:
         self.model = dist.wrap(model, setup.distributed, self.info, param_dtype=param_dtype)
         self.unused = dist.UnusedParams(self.model)  # modules no rank ran get no gradient, as in one process
         self.device = self.info.device
-        self.pad_id = _pad_id(model.config)
+        self.pad_id = pad_id(model.config)
         self.max_length = context_limit(model.config, cfg.data)
         self._build_data()
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -400,11 +401,6 @@ class SFTTrainer:
     def save(self) -> Path:
         return self.run_dir.save_checkpoint(self.step, self.model, self.optimizer, self.state(), self.fingerprint,
                                             keep=self.cfg.run.keep_checkpoints)
-
-
-def _pad_id(config) -> int:
-    ids = config.special_ids
-    return ids.pad if ids is not None and ids.pad is not None else 0
 
 
 # ---------------------------------------------------------------------------------------------- the run
