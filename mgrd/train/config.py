@@ -84,6 +84,8 @@ class OptimConfig:
     """AdamW with a warm-up then cosine schedule, gradient clipping, and the batch geometry."""
 
     lr: float = option(1e-5, "peak learning rate (after warm-up)")
+    encoder_lr: float | None = option(None, "peak learning rate of the audio encoder when it trains "
+                                            "(model.freeze_encoder=false); null: optim.lr")
     weight_decay: float = option(0.0, "AdamW decoupled weight decay on matrices (never on 1-D tensors: biases, norms)")
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.95, "AdamW beta2")
@@ -98,6 +100,8 @@ class OptimConfig:
     def __post_init__(self):
         _check_choice("optim.schedule", self.schedule, SCHEDULES)
         _check_positive("optim.lr", self.lr)
+        if self.encoder_lr is not None:
+            _check_positive("optim.encoder_lr", self.encoder_lr)
         for key in ("weight_decay", "warmup_steps", "grad_clip", "eps"):
             _check_positive(f"optim.{key}", getattr(self, key), allow_zero=True)
         _check_positive("optim.micro_batch_size", self.micro_batch_size)
@@ -145,7 +149,8 @@ class ModelSetup:
     dtype: str = option("float32", "weights (and optimiser state) dtype: float32 or bfloat16")
     autocast_bf16: bool = option(False, "run forwards under bf16 autocast (GPU; float32 master weights)")
     activation_checkpointing: bool = option(False, "recompute each LLM layer's activations in backward (saves memory)")
-    freeze_encoder: bool = option(True, "keep the audio encoder frozen (the recipe never trains it)")
+    freeze_encoder: bool = option(True, "keep the audio encoder frozen (the recipe never trains it; when it trains, "
+                                        "optim.encoder_lr sets its learning rate)")
     train_adapter: bool = option(True, "train the audio adapter")
     train_llm: bool = option(True, "train the LLM (embeddings, decoder, lm_head); with LoRA only the LoRA weights")
     lora: LoraSetup = option(LoraSetup(), "LoRA settings")

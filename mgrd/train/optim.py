@@ -96,13 +96,23 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters: weight decay on matrices only (not on biases, norm scales).
 
     The group order is fixed (decay, then no decay, each in `named_parameters` order), so a saved optimizer
-    state maps back onto the same parameters.
+    state maps back onto the same parameters. With `cfg.encoder_lr` set and a training audio encoder, the
+    encoder's parameters form two more groups (decay, no decay) at that peak lr after those; the scheduler scales
+    every group by the same factor.
     """
-    decay, no_decay = [], []
+    base = getattr(model, "module", model)  # DDP wraps the model; FSDP2 shards it in place
+    encoder = getattr(base, "encoder", None)
+    separate = {id(p) for p in encoder.parameters()} if cfg.encoder_lr is not None and encoder is not None else set()
+    decay, no_decay, enc_decay, enc_no_decay = [], [], [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            if id(p) in separate:
+                (enc_decay if p.dim() >= 2 else enc_no_decay).append(p)
+            else:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+              {"params": enc_decay, "weight_decay": cfg.weight_decay, "lr": cfg.encoder_lr},
+              {"params": enc_no_decay, "weight_decay": 0.0, "lr": cfg.encoder_lr}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              eps=cfg.eps)
 

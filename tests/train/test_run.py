@@ -126,6 +126,36 @@ def test_full_finetune_freezes_the_encoder_only(model):
     assert opt.param_groups[1]["weight_decay"] == 0.0
 
 
+def test_encoder_lr_is_its_own_group_only_when_the_encoder_trains(model):
+    prepare_trainable(model, ModelSetup(freeze_encoder=False))
+    encoder = {id(p) for p in model.encoder.parameters() if p.requires_grad}
+    assert encoder
+    cfg = OptimConfig(lr=3e-4, encoder_lr=1e-3, weight_decay=0.1, warmup_steps=2)
+    opt = build_optimizer(model, cfg)
+    groups = [{id(p) for p in g["params"]} for g in opt.param_groups]
+    assert len(groups) == 4 and groups[2] | groups[3] == encoder and not (groups[0] | groups[1]) & encoder
+    assert [g["lr"] for g in opt.param_groups] == [3e-4, 3e-4, 1e-3, 1e-3]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0, 0.1, 0.0]
+    sched = build_scheduler(opt, cfg, total_steps=6)
+    for step in range(6):  # every group follows the same factor
+        factor = lr_factor(step, 6, 2)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-4 * factor] * 2 + [1e-3 * factor] * 2)
+        opt.step()
+        sched.step()
+    # null: one lr, the encoder inside the two usual groups
+    opt = build_optimizer(model, OptimConfig(lr=3e-4, encoder_lr=None))
+    assert len(opt.param_groups) == 2 and all(g["lr"] == 3e-4 for g in opt.param_groups)
+    assert encoder <= {id(p) for g in opt.param_groups for p in g["params"]}
+    # a frozen encoder: no encoder group, whatever encoder_lr says
+    prepare_trainable(model, ModelSetup())
+    opt = build_optimizer(model, OptimConfig(lr=3e-4, encoder_lr=1e-3))
+    assert len(opt.param_groups) == 2 and all(g["lr"] == 3e-4 for g in opt.param_groups)
+    assert not encoder & {id(p) for g in opt.param_groups for p in g["params"]}
+    with pytest.raises(ConfigKeyError, match="optim.encoder_lr must be > 0"):
+        load(StageConfig, None, ["optim.encoder_lr=0"])
+    assert load(StageConfig, None, ["optim.encoder_lr=null"]).optim.encoder_lr is None
+
+
 def test_lora_trains_only_lora_and_adapter_and_merges_to_the_same_function(model, ids):
     names = prepare_trainable(model, ModelSetup(lora=LoraSetup(rank=4, target_modules=("q_proj", "v_proj"))))
     assert all("lora_" in n or n.startswith("adapter.") for n in names)

@@ -220,6 +220,18 @@ def test_sft_lowers_held_out_loss_and_trains_every_trainable_tensor(full_run, to
             assert not torch.equal(value, initial[name]), f"trainable {name} did not change"
 
 
+@pytest.mark.integration
+def test_a_trained_encoder_is_saved_in_final_and_loaded_frozen(suite, tmp_path, tok, ids):
+    cfg = config(suite, tmp_path, "run.name=enc", "run.max_steps=2", "data.conversation.weight=0",
+                 "model.freeze_encoder=false", "optim.encoder_lr=1e-3", "optim.lr=3e-4")
+    path = run(cfg)
+    trained = load_pretrained(path / "final")  # what a later stage loads (model.path; freeze_encoder defaults true)
+    initial = build_model(tiny(len(tok), ids), seed=0).state_dict()
+    changed = {n for n, v in trained.state_dict().items() if n.startswith("encoder.") and not torch.equal(v, initial[n])}
+    assert changed and not any("positional_embedding" in n for n in changed)  # the fixed sinusoids stay
+    assert trained.freeze_encoder and not any(p.requires_grad for p in trained.encoder.parameters())
+
+
 # ---------------------------------------------------------------------------------------------- resume
 
 
