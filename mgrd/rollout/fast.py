@@ -8,10 +8,11 @@ gets there with a few ops per layer over fixed buffers:
 - `StaticKV`: keys/values `[S, H_kv, T_max, D_h]` per layer, allocated once, written in place at each slot's own
   column (`length`), with a `valid` key mask per slot; slots may hold sequences of different lengths (left
   padding from a batched prefill, or a slot refilled with a new prompt), so one step serves all of them;
-- `FastDecoder`: takes the model's weights when built (on a CPU as transposed copies, see `_prepare_weights`:
-  build one per rollout, after any update), embeds the `[S]` last tokens, runs the layers with rotary positions
-  from a table (computed as transformers computes them), one grouped `scaled_dot_product_attention` per layer,
-  and returns `[S, V]` float32 logits. Only the attended width is read; it is tracked on the host (no sync).
+- `FastDecoder`: takes the model's weights when built (on a CPU as copies split over the threads, see
+  `_prepare_weights`: build one per rollout, after any update), embeds the `[S]` last tokens, runs the layers
+  with rotary positions from a table (computed as transformers computes them), one grouped
+  `scaled_dot_product_attention` per layer, and returns `[S, V]` float32 logits. Only the attended width is
+  read; it is tracked on the host (no sync).
 
 The prefill stays on the model's own forward (audio encoding, padding, the checks); its transformers cache is
 copied into slots with `StaticKV.load`. `supports_fast_path` says which models this covers: a plain
@@ -210,18 +211,23 @@ class FastDecoder:
 
 
 def _prepare_weights(model) -> tuple:
-    """The decoder's weights as a step multiplies them: `(embedding, final norm, lm_head, layers)`, each layer
-    `(norm 1, Wq, bq, Wk, bk, Wv, bv, Wo, norm 2, Wgate, Wup, Wdown)` with every matrix `[in, out]` (`x @ W`).
+    """The decoder's weights as a step multiplies them (`_matmul`): `(embedding, final norm, lm_head, layers)`,
+    each layer `(norm 1, Wq, bq, Wk, bk, Wv, bv, Wo, norm 2, Wgate, Wup, Wdown)`.
 
-    On a CPU the matrices are transposed copies, contiguous: MKL's batch-1 mat-vec streams them faster than
-    `F.linear`'s `[out, in]` layout (about 1.3x measured on the benchmark model; `benchmarks/generate.py`), at
-    the cost of a copy of the decoder weights for the decoder's lifetime (one rollout call). Elsewhere they are
-    transposed views of the parameters (no copy; the GPU's GEMM reads either layout).
+    On a GPU every matrix is a transposed view `[in, out]` of its parameter (no copy; the GEMM reads either
+    layout). On a CPU with n > 1 torch threads each matrix is copied once, split by output columns into n parts
+    `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread over the threads, but a
+    batched product of n parts runs one part per thread, which reads the weights about 1.3-1.6x faster here
+    (`benchmarks/RESULTS.md`). The copy lives as long as the decoder (one rollout call, or one server).
     """
-    copy = model.lm_head.weight.device.type == "cpu"
+    device = model.lm_head.weight.device
+    parts = torch.get_num_threads() if device.type == "cpu" else 1
 
     def mat(w: torch.Tensor) -> torch.Tensor:
-        return w.detach().t().contiguous() if copy else w.detach().t()
+        wt = w.detach().t()  # [in, out]
+        if parts == 1 or wt.shape[1] % parts:
+            return wt.contiguous() if device.type == "cpu" else wt
+        return torch.stack(wt.chunk(parts, dim=1)).contiguous()  # [n, in, out / n]
 
     layers = []
     for block in model.model.layers:
@@ -231,6 +237,15 @@ def _prepare_weights(model) -> tuple:
                        block.post_attention_layernorm.weight, mat(m.gate_proj.weight), mat(m.up_proj.weight),
                        mat(m.down_proj.weight)))
     return model.model.embed_tokens.weight, model.model.norm.weight, mat(model.lm_head.weight), layers
+
+
+def _matmul(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`x @ W (+ bias)` for `[S, in]` x and a `_prepare_weights` matrix (`[in, out]`, or `[n, in, out / n]`)."""
+    if w.dim() == 2:
+        return x @ w if bias is None else torch.addmm(bias, x, w)
+    y = torch.bmm(x.expand(w.shape[0], *x.shape), w)  # [n, S, out / n]: one part per thread
+    y = y.transpose(0, 1).reshape(x.shape[0], -1)
+    return y if bias is None else y + bias
 
 
 def _decode_step(weights, keys, values, valid, length, position, tokens, cos, sin, width, heads, kv_heads, head_dim,
@@ -246,20 +261,20 @@ def _decode_step(weights, keys, values, valid, length, position, tokens, cos, si
     group = heads // kv_heads
     for layer, (norm1, wq, bq, wk, bk, wv, bv, wo, norm2, wg, wu, wd) in enumerate(layers):
         h = _rms_norm(x, norm1, eps)
-        q = _rotate(torch.addmm(bq, h, wq).view(-1, heads, head_dim), cos_t, sin_t)
-        k = _rotate(torch.addmm(bk, h, wk).view(-1, kv_heads, head_dim), cos_t, sin_t)
+        q = _rotate(_matmul(h, wq, bq).view(-1, heads, head_dim), cos_t, sin_t)
+        k = _rotate(_matmul(h, wk, bk).view(-1, kv_heads, head_dim), cos_t, sin_t)
         keys[layer][slots, :, length] = k.to(keys[layer].dtype)
-        values[layer][slots, :, length] = torch.addmm(bv, h, wv).view(-1, kv_heads, head_dim).to(keys[layer].dtype)
+        values[layer][slots, :, length] = _matmul(h, wv, bv).view(-1, kv_heads, head_dim).to(keys[layer].dtype)
         # the G query heads of a KV head act as its G "query positions": one attention call per layer, no copies
         out = F.scaled_dot_product_attention(
             q.view(-1, kv_heads, group, head_dim), keys[layer][:, :, :width], values[layer][:, :, :width],
             attn_mask=mask, scale=head_dim**-0.5,
         )
-        x = x + out.reshape(x.shape[0], -1) @ wo
+        x = x + _matmul(out.reshape(x.shape[0], -1), wo)
         h = _rms_norm(x, norm2, eps)
-        x = x + (F.silu(h @ wg) * (h @ wu)) @ wd
+        x = x + _matmul(F.silu(_matmul(h, wg)) * _matmul(h, wu), wd)
     valid[slots, length] = True
-    return (_rms_norm(x, final_norm, eps) @ head).float()
+    return _matmul(_rms_norm(x, final_norm, eps), head).float()
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
