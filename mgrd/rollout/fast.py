@@ -212,19 +212,20 @@ class FastDecoder:
 
 def _prepare_weights(model) -> tuple:
     """The decoder's weights as a step multiplies them (`_matmul`): `(embedding, final norm, lm_head, layers)`,
-    each layer `(norm 1, Wq, bq, Wk, bk, Wv, bv, Wo, norm 2, Wgate, Wup, Wdown)`.
+    each layer `(norm 1, W_qkv, b_qkv, W_o, norm 2, W_gate_up, W_down)`, with q/k/v and gate/up each fused into one
+    matrix (fewer, larger products).
 
-    On a GPU every matrix is a transposed view `[in, out]` of its parameter (no copy; the GEMM reads either
-    layout). On a CPU with n > 1 torch threads each matrix is copied once, split by output columns into n parts
-    `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread over the threads, but a
-    batched product of n parts runs one part per thread, which reads the weights about 1.3-1.6x faster here
-    (`benchmarks/RESULTS.md`). The copy lives as long as the decoder (one rollout call, or one server).
+    Every matrix is `[in, out]` (`x @ W`). On a CPU with n > 1 torch threads each is split by output columns into
+    n parts `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread over the threads,
+    but a batched product of n parts runs one part per thread, which reads the weights about 1.3-1.6x faster here
+    (`benchmarks/RESULTS.md`). These are copies of the parameters, made once per decoder (one rollout call, or one
+    server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
     """
     device = model.lm_head.weight.device
     parts = torch.get_num_threads() if device.type == "cpu" else 1
 
-    def mat(w: torch.Tensor) -> torch.Tensor:
-        wt = w.detach().t()  # [in, out]
+    def mat(*ws: torch.Tensor) -> torch.Tensor:
+        wt = torch.cat([w.detach() for w in ws]).t() if len(ws) > 1 else ws[0].detach().t()  # [in, out]
         if parts == 1 or wt.shape[1] % parts:
             return wt.contiguous() if device.type == "cpu" else wt
         return torch.stack(wt.chunk(parts, dim=1)).contiguous()  # [n, in, out / n]
@@ -232,9 +233,9 @@ def _prepare_weights(model) -> tuple:
     layers = []
     for block in model.model.layers:
         a, m = block.self_attn, block.mlp
-        layers.append((block.input_layernorm.weight, mat(a.q_proj.weight), a.q_proj.bias, mat(a.k_proj.weight),
-                       a.k_proj.bias, mat(a.v_proj.weight), a.v_proj.bias, mat(a.o_proj.weight),
-                       block.post_attention_layernorm.weight, mat(m.gate_proj.weight), mat(m.up_proj.weight),
+        layers.append((block.input_layernorm.weight, mat(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),
+                       torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).detach(), mat(a.o_proj.weight),
+                       block.post_attention_layernorm.weight, mat(m.gate_proj.weight, m.up_proj.weight),
                        mat(m.down_proj.weight)))
     return model.model.embed_tokens.weight, model.model.norm.weight, mat(model.lm_head.weight), layers
 
@@ -259,20 +260,19 @@ def _decode_step(weights, keys, values, valid, length, position, tokens, cos, si
     mask[slots, length] = True  # the token written this step attends to itself
     mask = mask[:, None, None, :]  # [S, 1, 1, W]
     group = heads // kv_heads
-    for layer, (norm1, wq, bq, wk, bk, wv, bv, wo, norm2, wg, wu, wd) in enumerate(layers):
-        h = _rms_norm(x, norm1, eps)
-        q = _rotate(_matmul(h, wq, bq).view(-1, heads, head_dim), cos_t, sin_t)
-        k = _rotate(_matmul(h, wk, bk).view(-1, kv_heads, head_dim), cos_t, sin_t)
-        keys[layer][slots, :, length] = k.to(keys[layer].dtype)
-        values[layer][slots, :, length] = _matmul(h, wv, bv).view(-1, kv_heads, head_dim).to(keys[layer].dtype)
+    for layer, (norm1, wqkv, bqkv, wo, norm2, wgu, wd) in enumerate(layers):
+        qkv = _matmul(_rms_norm(x, norm1, eps), wqkv, bqkv).view(x.shape[0], heads + 2 * kv_heads, head_dim)
+        qk = _rotate(qkv[:, : heads + kv_heads], cos_t, sin_t)  # q and k heads rotated together
+        keys[layer][slots, :, length] = qk[:, heads:].to(keys[layer].dtype)
+        values[layer][slots, :, length] = qkv[:, heads + kv_heads :].to(values[layer].dtype)
         # the G query heads of a KV head act as its G "query positions": one attention call per layer, no copies
         out = F.scaled_dot_product_attention(
-            q.view(-1, kv_heads, group, head_dim), keys[layer][:, :, :width], values[layer][:, :, :width],
-            attn_mask=mask, scale=head_dim**-0.5,
+            qk[:, :heads].reshape(-1, kv_heads, group, head_dim), keys[layer][:, :, :width],
+            values[layer][:, :, :width], attn_mask=mask, scale=head_dim**-0.5,
         )
         x = x + _matmul(out.reshape(x.shape[0], -1), wo)
-        h = _rms_norm(x, norm2, eps)
-        x = x + _matmul(F.silu(_matmul(h, wg)) * _matmul(h, wu), wd)
+        gate, up = _matmul(_rms_norm(x, norm2, eps), wgu).chunk(2, dim=-1)
+        x = x + _matmul(F.silu(gate) * up, wd)
     valid[slots, length] = True
     return _matmul(_rms_norm(x, final_norm, eps), head).float()
 
