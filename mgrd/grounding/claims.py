@@ -14,7 +14,9 @@ Claim kinds (`Claim.kind`):
   1; "starts near" -> 0, "ends near" -> -1), and given a role by the words just before it ("lasts" ->
   duration, "at"/"starting" -> a time, "every" -> a period, "of a 2.4 s clip" -> the clip length).
 - `sequence`: two or more quantities of one unit listed in a row ("206 Hz, 245 Hz and 259 Hz"): checked
-  as an ordered list when the facts hold a list of that length (a wrong value or order contradicts it).
+  as an ordered list when the facts hold a list of that length (a wrong value or order contradicts it). A
+  run after "the others" / "the rest" / "the remaining" ("the others sit at +7 dB, -6 dB and +9 dB") lists
+  every element after the first: it is checked against lists one longer, from their second element.
 - `bound`: "more than four per second", "above the roughly 140 Hz middle": the fact must lie on that side.
 - `count`: "three beeps", "a single beep", "7 words", "2 of them are louder than the first".
 - `compare`: "the second is higher" (pitch), longer/shorter, faster/slower, louder/softer, between the
@@ -31,6 +33,14 @@ and text inside quotes (the speech's own words). Verification tolerances are in 
 measured facts they widen (`MEASURED_EXTRA`), ordinals do not bind (a measurement may split or join
 events), a listed run can only confirm, and in a noisy clip (`MEASURED_MIN_SNR_DB`) so can times and
 levels. A claim with no fact of its kind is "unverifiable", never false.
+
+Levels need a sound to belong to. Per-sound levels (a `levels_db` list) sit a few dB apart, so a level
+checked against all of them would match most numbers by chance ("-6 dB" among beeps at +-5-10 dB). A level
+number is checked against one sound's level only when an ordinal binds it ("the third beep is -6 dB"),
+when it is a member of a listed run that matches in order, or when the clip has a single sound (a list of
+one). An unbound level in a clip of several sounds is "unverifiable": it neither supports nor refutes;
+scalar level facts (`change_db`, `start_db`, `end_db`) still check it ("falls by about 10 dB"). Measured
+facts bind no ordinals, so there only runs and single sounds check levels.
 """
 
 from __future__ import annotations
@@ -93,7 +103,8 @@ class Claim:
             word (compare: "higher"...; trend: "louder"/"softer"; contour: "up"/"down"; category: its word),
             or the quoted words (quote).
         index: the element an ordinal binds it to (0 first, 1 second, -1 last), None when unbound; for a
-            compare claim, which of the first two is said to be higher/longer/...
+            sequence, the element its first member is (1 after "the others", else None: the whole list);
+            for a compare claim, which of the first two is said to be higher/longer/...
         role: "duration", "time", "period", "clip", "rate" (numbers), the feature of a compare, trend or
             contour claim ("pitch", "duration", "tempo", "loudness"), the fact of a category claim
             ("quality", "timbre", "position"), or the counted noun of a count claim.
@@ -123,7 +134,8 @@ _BOUND_WORDS = re.compile(r"(?:\b(?P<rel>more than|greater than|higher than|abov
                           re.IGNORECASE)
 _ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
              "sixth": 5, "last": -1, "final": -1, "starts": 0, "begins": 0, "ends": -1}
-_ORDINAL_RE = re.compile(r"\b(?:" + "|".join(_ORDINALS) + r"|others|rest|each|both)\b", re.IGNORECASE)
+_ORDINAL_RE = re.compile(r"\b(?:" + "|".join(_ORDINALS) + r"|others|rest|remaining|each|both)\b", re.IGNORECASE)
+_AFTER_FIRST = ("others", "rest", "remaining")  # a run after these lists every element but the first
 _ROLES = [(re.compile(r"\b(?:lasts?|lasting|long|held|duration|over|for)\s+(?:(?:about|around|roughly|"
                       r"some|nearly|almost|just)\s+)?$", re.I), "duration"),
           (re.compile(r"\bevery\s+(?:(?:about|around|roughly)\s+)?$", re.I), "period"),
@@ -159,16 +171,22 @@ ORDINAL_REACH = 160  # characters before a number searched for its ordinal (a cl
 _UNIT_SECOND = re.compile(rf"(?:{NUM}|\bper|\ba)\s*$", re.IGNORECASE)
 
 
-def _ordinal(text: str, seg_start: int, pos: int) -> int | None:
-    """The element an ordinal word before `pos` in its segment binds to (the last one wins); None when
-    there is none or a plural word ("the others", "each") resets it. "second" right after a number is a unit."""
-    bound = None
+def _ordinal_word(text: str, seg_start: int, pos: int) -> str | None:
+    """The last ordinal or plural word ("the others", "each") before `pos` in its segment, lower-cased;
+    "second" right after a number is a unit."""
+    last = None
     for m in _ORDINAL_RE.finditer(text, max(seg_start, pos - ORDINAL_REACH), pos):
         word = m.group(0).lower()
         if word == "second" and _UNIT_SECOND.search(text[max(seg_start, m.start() - 20):m.start()]):
             continue  # "2 seconds", "per second": a unit, not an ordinal
-        bound = _ORDINALS.get(word)
-    return bound
+        last = word
+    return last
+
+
+def _ordinal(text: str, seg_start: int, pos: int) -> int | None:
+    """The element an ordinal word before `pos` in its segment binds to (the last one wins); None when
+    there is none or a plural word ("the others", "each") resets it."""
+    return _ORDINALS.get(_ordinal_word(text, seg_start, pos))
 
 
 def _role(text: str, start: int, end: int, default: str | None) -> str | None:
@@ -216,8 +234,9 @@ def _quantities(text: str, sentences, clauses) -> list[Claim]:
     return found
 
 
-def _sequences(quantities: list[Claim], text: str) -> list[Claim]:
-    """Runs of two or more quantities of one dimension joined by commas/"and" ("0.31 s, 0.72 s and 1.10 s")."""
+def _sequences(quantities: list[Claim], text: str, sentences) -> list[Claim]:
+    """Runs of two or more quantities of one dimension joined by commas/"and" ("0.31 s, 0.72 s and 1.10 s");
+    `index` 1 for a run after "the others" (it starts at the second element), else None."""
     runs: list[list[Claim]] = []
     for q in quantities:
         if q.kind != "quantity":
@@ -228,7 +247,9 @@ def _sequences(quantities: list[Claim], text: str) -> list[Claim]:
         else:
             runs.append([q])
     return [Claim("sequence", text[r[0].start:r[-1].end], r[0].start, r[-1].end, r[0].dim,
-                  tuple(c.value for c in r), None, r[0].role, max(c.decimals for c in r))
+                  tuple(c.value for c in r),
+                  1 if _ordinal_word(text, _span_of(sentences, r[0].start)[0], r[0].start) in _AFTER_FIRST else None,
+                  r[0].role, max(c.decimals for c in r))
             for r in runs if len(r) >= 2]
 
 
@@ -337,7 +358,7 @@ def extract_claims(text: str) -> tuple[Claim, ...]:
     clauses = _segments(plain, _CLAUSE_SEPS)
     quantities = _quantities(plain, sentences, clauses)
     taken = [(q.start, q.end) for q in quantities]
-    claims = quantities + _sequences(quantities, plain) + _counts(plain, taken) + _directions(plain)
+    claims = quantities + _sequences(quantities, plain, sentences) + _counts(plain, taken) + _directions(plain)
     parts = _segments(plain, _SENTENCE_SEPS + r"|,")
     kept = []
     for c in claims:
@@ -442,9 +463,16 @@ _STRICT_ROLES = ("period", "clip", "rate")  # only a fact of this role can confi
 UNORDERED_KEYS = frozenset({"peaks_hz"})  # list facts whose order means nothing (no ordinal binds into them)
 
 
+def _per_sound_levels(facts: Mapping[str, Any], key: str) -> int:
+    """How many sounds a level fact lists (0 for a scalar, such as a change of level)."""
+    value = facts[key]
+    return len(value) if fact_dim(key) == "db" and isinstance(value, (list, tuple)) else 0
+
+
 def _candidates(claim: Claim, facts: Mapping[str, Any], measured: bool) -> tuple[list[float], list[str]]:
     """The fact values a number claim may refer to, and the keys they came from. Measured events may be
-    split or joined differently from how a chain counts them, so no ordinal binds into measured lists."""
+    split or joined differently from how a chain counts them, so no ordinal binds into measured lists; an
+    unbound level is not checked against the levels of several sounds (module docstring)."""
     keys = [k for k, v in facts.items() if fact_dim(k) == claim.dim and _flat(v)]
     dim, words = _ROLE_KEYS.get(claim.role, (None, ()))
     if dim == claim.dim:  # prefer facts of the claim's role when there are any
@@ -459,6 +487,8 @@ def _candidates(claim: Claim, facts: Mapping[str, Any], measured: bool) -> tuple
                 values += _flat(seq[claim.index])
         if values:
             return values, lists
+    if claim.dim == "db":
+        keys = [k for k in keys if _per_sound_levels(facts, k) <= 1]
     for k in keys:
         values += _flat(facts[k])
     if claim.dim == "db":  # "falls by 10 dB" cites the size of a signed change
@@ -469,6 +499,11 @@ def _candidates(claim: Claim, facts: Mapping[str, Any], measured: bool) -> tuple
 def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Check:
     values, keys = _candidates(claim, facts, measured)
     if not values:
+        several = [k for k in facts if _per_sound_levels(facts, k) > 1 and _flat(facts[k])]
+        if claim.dim == "db" and several:
+            n = _per_sound_levels(facts, several[0])
+            return Check(claim, "unverifiable", f"a level not tied to one sound: which of the {n} sounds "
+                                                f"({several[0]}) is meant is not said")
         return Check(claim, "unverifiable", f"no {claim.dim} fact to check against")
     near = ", ".join(f"{v:.4g}" for v in sorted(set(values))[:8])
     if claim.kind == "bound":
@@ -486,19 +521,21 @@ def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Che
 
 
 def _check_sequence(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Check | None:
-    """A listed run against the list facts of its length: supported when one matches in order; otherwise
-    contradicted (from meta; measured events may be split or joined, so there it falls back to the members).
-    None when no list of that length exists (the members are then checked one by one)."""
+    """A listed run against the list facts of its length (from their second element, for a run after "the
+    others": one longer): supported when one matches in order; otherwise contradicted (from meta; measured
+    events may be split or joined, so there it falls back to the members). None when no list of that length
+    exists (the members are then checked one by one)."""
+    skip = claim.index or 0
     lists = []
     for key, value in facts.items():
         if fact_dim(key) != claim.dim or not isinstance(value, (list, tuple)) or key in UNORDERED_KEYS:
             continue
         lists += [(key, _flat(v)) for v in value if isinstance(v, (list, tuple))] + [(key, _flat(value))]
-    lists = [(k, v) for k, v in lists if len(v) == len(claim.value)]
+    lists = [(k, v[skip:]) for k, v in lists if len(v) == skip + len(claim.value)]
     single = [Claim("quantity", "", 0, 0, claim.dim, x, decimals=claim.decimals) for x in claim.value]
     for key, seq in lists:
         if all(_close(c.value, v, c, measured) for c, v in zip(single, seq)):
-            return Check(claim, "supported", f"matches {key} in order")
+            return Check(claim, "supported", f"matches {key}{f'[{skip}:]' if skip else ''} in order")
     if not lists or measured:
         return None
     shown = "; ".join(f"{k}: {', '.join(f'{v:.4g}' for v in seq)}" for k, seq in lists[:2])

@@ -86,6 +86,41 @@ def test_tolerances(claimed, fact, ok):
     assert TOLERANCES["hz"] == (0.03, 1.0) and TOLERANCES["s"] == (0.05, 0.02)
 
 
+BEEPS = {"count": 6, "beep_hz": 1000.0, "levels_db": [0.0, 7.0, -6.0, 9.0, -8.0, 5.0]}
+
+
+def test_an_unbound_level_among_many_beeps_is_unverifiable():
+    # +8 dB lies within 1.5 dB of two beeps and -4 dB within 1.5 dB of none: neither is a statement about
+    # any one beep, so neither is supported, nor refuted
+    checks = verify_claims(extract_claims("A beep sits near +8 dB and another near -4 dB."), facts_from_meta(BEEPS))
+    assert [(c.claim.text, c.status) for c in checks] == [("+8 dB", "unverifiable"), ("-4 dB", "unverifiable")]
+    assert "which of the 6 sounds" in checks[0].detail
+
+
+def test_a_level_bound_to_its_beep_is_checked_against_that_beep():
+    assert _statuses("The third beep is -6 dB.", BEEPS) == {"-6 dB": "supported"}
+    assert _statuses("The third beep is +8 dB.", BEEPS) == {"+8 dB": "contradicted"}  # near beeps 2 and 4
+    assert _statuses("Taking the first as 0 dB, the last sits at +5 dB.", BEEPS) == {"0 dB": "supported",
+                                                                                    "+5 dB": "supported"}
+
+
+def test_levels_listed_after_the_first_are_checked_in_order():
+    text = "Taking the first as 0 dB, the others sit at {} dB, so 3 of them are louder than the first."
+    right = _statuses(text.format("+7 dB, -6 dB, +9 dB, -8 dB and +5"), BEEPS)
+    assert set(right.values()) == {"supported"} and len(right) == 8
+    swapped = _statuses(text.format("+9 dB, -6 dB, +7 dB, -8 dB and +5"), BEEPS)
+    assert swapped["+9 dB, -6 dB, +7 dB, -8 dB and +5 dB"] == "contradicted"
+    assert swapped["+9 dB"] == "unverifiable"  # alone, a member is no longer tied to a beep
+
+
+def test_a_single_sound_level_is_unambiguous():
+    meta = {"count": 1, "levels_db": [-4.0]}
+    assert _statuses("The beep sits at -4 dB.", meta) == {"-4 dB": "supported"}
+    assert _statuses("The beep sits at -9 dB.", meta) == {"-9 dB": "contradicted"}
+    # a change of level is not one beep's level: scalar level facts still check unbound numbers
+    assert _statuses("The level falls by about 10 dB.", {**BEEPS, "change_db": -9.9})["10 dB"] == "supported"
+
+
 def test_sequences_are_checked_in_order():
     meta = {"notes_hz": [206.0, 245.0, 259.0]}
     assert _statuses("The notes go 206 Hz, 245 Hz and 259 Hz.", meta)["206 Hz, 245 Hz and 259 Hz"] == "supported"
