@@ -11,16 +11,18 @@ each other. This module scores nothing and decides no filter.
 Claim kinds (`Claim.kind`):
 - `quantity`: a number with an acoustic unit (Hz/kHz, s/ms, dB, BPM, words per minute, "per second", %).
   Bound to an element when an ordinal word precedes it in its clause ("the second near 220 Hz" -> element
-  1; "starts near" -> 0, "ends near" -> -1), and given a role by the words just before it ("lasts" ->
+  1; "beep 3 is at -6 dB" -> 2; "starts near" -> 0, "ends near" -> -1, unless a sound is named before:
+  "the second starts at 0.9 s" -> 1), and given a role by the words just before it ("lasts" ->
   duration, "at"/"starting" -> a time, "every" -> a period, "of a 2.4 s clip" -> the clip length).
 - `sequence`: two or more quantities of one unit listed in a row ("206 Hz, 245 Hz and 259 Hz"): checked
   as an ordered list when the facts hold a list of that length (a wrong value or order contradicts it). A
   run after "the others" / "the rest" / "the remaining" ("the others sit at +7 dB, -6 dB and +9 dB") lists
   every element after the first: it is checked against lists one longer, from their second element.
 - `bound`: "more than four per second", "above the roughly 140 Hz middle": the fact must lie on that side.
-- `count`: "three beeps", "a single beep", "7 words", "2 of them are louder than the first".
+- `count`: "three beeps", "a single beep", "7 words", "2 of them are louder than the first" (or "two beeps
+  are louder than the first": a count of louder beeps, not of all beeps).
 - `compare`: "the second is higher" (pitch), longer/shorter, faster/slower, louder/softer, between the
-  first two of a list.
+  first two of a list ("beep 2 is louder" too; not "the second is louder than the fourth").
 - `trend`: "getting louder", "the level falls"; `contour`: "each one is higher than the one before",
   "the melody is descending", "ends higher than it starts".
 - `category`: chord quality ("a minor third", "the chord is major"), waveform ("it is square"), event
@@ -134,7 +136,12 @@ _BOUND_WORDS = re.compile(r"(?:\b(?P<rel>more than|greater than|higher than|abov
                           re.IGNORECASE)
 _ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "fifth": 4,
              "sixth": 5, "last": -1, "final": -1, "starts": 0, "begins": 0, "ends": -1}
-_ORDINAL_RE = re.compile(r"\b(?:" + "|".join(_ORDINALS) + r"|others|rest|remaining|each|both)\b", re.IGNORECASE)
+_VERB_ORDINALS = ("starts", "begins", "ends")  # "the melody starts near" -> 0; "the second starts at" stays 1
+# "beep 2", "tone 1": a numbered sound (not "beep 2 s later": a number with a unit is a quantity)
+_NUMBERED = (rf"\b(?:beep|tone|sound|note|click)\s+(?:number\s+|no\.\s*|#)?[1-9]\d?\b(?!\.\d)"
+             rf"(?!\s*(?:{_UNIT_RE.pattern}))")
+_ORDINAL_RE = re.compile(r"\b(?:" + "|".join(_ORDINALS) + r"|others|rest|remaining|each|both)\b|" + _NUMBERED,
+                         re.IGNORECASE)
 _AFTER_FIRST = ("others", "rest", "remaining")  # a run after these lists every element but the first
 _ROLES = [(re.compile(r"\b(?:lasts?|lasting|long|held|duration|over|for)\s+(?:(?:about|around|roughly|"
                       r"some|nearly|almost|just)\s+)?$", re.I), "duration"),
@@ -172,26 +179,37 @@ _UNIT_SECOND = re.compile(rf"(?:{NUM}|\bper|\ba)\s*$", re.IGNORECASE)
 
 
 def _ordinal_word(text: str, seg_start: int, pos: int) -> str | None:
-    """The last ordinal or plural word ("the others", "each") before `pos` in its segment, lower-cased;
-    "second" right after a number is a unit."""
+    """The last ordinal or plural word ("the others", "each") or numbered sound ("beep 2") before `pos` in
+    its segment, lower-cased. "second" right after a number is a unit; "starts"/"ends" after a named sound
+    ("the second starts at") say where in that sound, not which sound."""
     last = None
     for m in _ORDINAL_RE.finditer(text, max(seg_start, pos - ORDINAL_REACH), pos):
         word = m.group(0).lower()
         if word == "second" and _UNIT_SECOND.search(text[max(seg_start, m.start() - 20):m.start()]):
             continue  # "2 seconds", "per second": a unit, not an ordinal
+        if word in _VERB_ORDINALS and _ordinal_index(last) is not None and last not in _VERB_ORDINALS:
+            continue
         last = word
     return last
+
+
+def _ordinal_index(word: str | None) -> int | None:
+    """The element an ordinal word or numbered sound names ("second" -> 1, "beep 3" -> 2), else None."""
+    number = re.search(r"\d+$", word or "")
+    return int(number.group(0)) - 1 if number else _ORDINALS.get(word)
 
 
 def _ordinal(text: str, seg_start: int, pos: int) -> int | None:
     """The element an ordinal word before `pos` in its segment binds to (the last one wins); None when
     there is none or a plural word ("the others", "each") resets it."""
-    return _ORDINALS.get(_ordinal_word(text, seg_start, pos))
+    return _ordinal_index(_ordinal_word(text, seg_start, pos))
 
 
-def _role(text: str, start: int, end: int, default: str | None) -> str | None:
+def _role(text: str, start: int, end: int, default: str | None, dim: str) -> str | None:
     if default:
         return default
+    if dim != "s":  # "at 300 Hz", "at -3 dB": the word roles below are roles of times
+        return None
     if _CLIP_AFTER.match(text[end:end + 20]):
         return "clip"
     before = text[max(0, start - 30):start]
@@ -230,7 +248,7 @@ def _quantities(text: str, sentences, clauses) -> list[Claim]:
         seg = _span_of(sentences, m.start())
         found.append(Claim(kind, m.group(0), m.start(), m.end(), dim, _number(num) * mult,
                            None if rel else _ordinal(text, seg[0], m.start()),
-                           _role(text, m.start(), m.end(), role), _decimals(num), rel))
+                           _role(text, m.start(), m.end(), role, dim), _decimals(num), rel))
     return found
 
 
@@ -259,8 +277,9 @@ _COUNT = re.compile(rf"(?P<num>{NUM})\s+(?:{NUM}\s*k?Hz\s+)?(?:(?:separate|disti
                     rf"clear|audible|individual)\s+)?(?P<noun>{_COUNT_NOUNS})\b", re.IGNORECASE)
 _SINGLE = re.compile(rf"\b(?:a single|one single|only one|just one|exactly one)\s+(?:[\w.-]+\s+){{0,3}}?"
                      rf"(?P<noun>{_COUNT_NOUNS})\b", re.IGNORECASE)
-_LOUDER_COUNT = re.compile(rf"(?P<num>{NUM})\s+of\s+(?:them|the\s+(?:other\s+)?beeps|the\s+others)\s+(?:is|are)\s+"
-                           rf"(?P<dir>louder|softer|quieter)\s+than\s+the\s+first\b", re.IGNORECASE)
+_LOUDER_COUNT = re.compile(rf"(?P<num>{NUM})\s+(?:of\s+(?:them|the\s+(?:other\s+)?beeps|the\s+others)|(?:other\s+)?"
+                           rf"beeps?)\s+(?:is|are)\s+(?P<dir>louder|softer|quieter)\s+than\s+the\s+first\b",
+                           re.IGNORECASE)
 
 
 def _counts(text: str, taken: list[tuple[int, int]]) -> list[Claim]:
@@ -283,10 +302,13 @@ def _counts(text: str, taken: list[tuple[int, int]]) -> list[Claim]:
 _FEATURE = {"higher": ("pitch", 0), "lower": ("pitch", 1), "longer": ("duration", 0), "shorter": ("duration", 1),
             "faster": ("tempo", 0), "quicker": ("tempo", 0), "slower": ("tempo", 1), "louder": ("loudness", 0),
             "softer": ("loudness", 1), "quieter": ("loudness", 1)}
-_COMPARE = re.compile(r"\b(?:the\s+)?(?P<ord>first|second|1st|2nd)\s+(?:(?:tone|one|sound|note|pattern|beep|rhythm|"
-                      r"clip|voice|chord|melody|click pattern)\s+)?(?:is|was|sounds|seems|sits|plays)\s+"
+_COMPARE = re.compile(r"\b(?:(?:the\s+)?(?P<ord>first|second|1st|2nd)\s+(?:(?:tone|one|sound|note|pattern|beep|"
+                      r"rhythm|clip|voice|chord|melody|click pattern)\s+)?|(?:beep|tone|sound|note)\s+(?P<num>[12])\s+)"
+                      r"(?:is|was|sounds|seems|sits|plays)\s+"
                       r"(?:(?:clearly|slightly|much|a bit|a little|noticeably|the)\s+)?(?P<adj>higher|lower|longer|"
-                      r"shorter|faster|quicker|slower|louder|softer|quieter)\b", re.IGNORECASE)
+                      r"shorter|faster|quicker|slower|louder|softer|quieter)\b"
+                      r"(?!\s+than\s+(?:the\s+)?(?:third|fourth|fifth|sixth|last|final|others|rest|"
+                      r"(?:beep|tone|sound|note)\s+[3-9]))", re.IGNORECASE)
 _TREND = re.compile(r"\b(?:(?:gets?|getting|grows?|growing|becomes?|becoming|goes|going|turns?|turning)\s+"
                     r"(?P<adj>louder|softer|quieter)|(?:level|volume|loudness|sound|intensity)\s+"
                     r"(?P<verb>rises|rose|falls|fell|drops|dropped|increases|increased|decreases|decreased|"
@@ -312,7 +334,7 @@ def _directions(text: str) -> list[Claim]:
     found = []
     for m in _COMPARE.finditer(text):
         feature, flip = _FEATURE[m.group("adj").lower()]
-        which = 0 if m.group("ord").lower() in ("first", "1st") else 1
+        which = 0 if (m.group("ord") or "").lower() in ("first", "1st") or m.group("num") == "1" else 1
         found.append(Claim("compare", m.group(0), m.start(), m.end(), value=m.group("adj").lower(),
                            index=which if not flip else 1 - which, role=feature))
     for m in _TREND.finditer(text):

@@ -100,6 +100,7 @@ def test_an_unbound_level_among_many_beeps_is_unverifiable():
 def test_a_level_bound_to_its_beep_is_checked_against_that_beep():
     assert _statuses("The third beep is -6 dB.", BEEPS) == {"-6 dB": "supported"}
     assert _statuses("The third beep is +8 dB.", BEEPS) == {"+8 dB": "contradicted"}  # near beeps 2 and 4
+    assert _statuses("Beep 3 is at -6 dB, beep 5 at +8 dB.", BEEPS) == {"-6 dB": "supported", "+8 dB": "contradicted"}
     assert _statuses("Taking the first as 0 dB, the last sits at +5 dB.", BEEPS) == {"0 dB": "supported",
                                                                                     "+5 dB": "supported"}
 

@@ -59,6 +59,55 @@ def test_bounds_come_from_the_config():
     assert "outside [3, 10]" in check_coherence(GOOD, "the second", "choice", CHOICES, cfg).reason
 
 
+LEVELS = "There are 5 beeps. Taking the first as 0 dB, the others sit at +7 dB, -6 dB, +9 dB and -8 dB, "
+
+
+@pytest.mark.parametrize("reasoning, answer, grader, choices, reason", [
+    ("Beep 2 is at -3 dB and the first at 0 dB, so beep 2 is louder. The answer is the second.", "the second",
+     "choice", CHOICES, "steps contradict each other: 'beep 2 is louder' vs '0 dB' and '-3 dB'"),
+    ("The first beep is at 0 dB and the second at -3 dB, so the second is louder. The answer is the second.",
+     "the second", "choice", CHOICES, "steps contradict each other: 'the second is louder' vs '0 dB' and '-3 dB'"),
+    ("The first tone is at 300 Hz and the second at 450 Hz, so the first is higher. The answer is the first.",
+     "the first", "choice", CHOICES, "steps contradict each other: 'the first is higher' vs '300 Hz' and '450 Hz'"),
+    ("The first tone lasts about 0.30 s and the second about 0.50 s, so the first is longer. The answer is the "
+     "first.", "the first", "choice", CHOICES,
+     "steps contradict each other: 'the first is longer' vs '0.30 s' and '0.50 s'"),
+    ("The first pattern clicks every 0.33 s and the second every 0.44 s, so the second is faster. The answer is "
+     "the second.", "the second", "choice", CHOICES,
+     "steps contradict each other: 'the second is faster' vs '0.33 s' and '0.44 s'"),
+    (LEVELS + "so 3 of them are louder than the first. The answer is 3.", "3", "numeric", None,
+     "steps contradict each other: '3 of them are louder than the first' vs the stated levels "
+     "(2 of 4 above the first's 0 dB)"),
+    (LEVELS + "so two beeps are louder than the first. The answer is 3.", "3", "numeric", None,
+     "the reasoning concludes 'two beeps are louder than the first' but the answer is '3'"),
+    ("The first beep is at 0 dB, the second at +6 dB and the third at +8 dB, so 1 of them is louder than the "
+     "first. The answer is 1.", "1", "numeric", None,
+     "steps contradict each other: '1 of them is louder than the first' vs the stated levels "
+     "(at least 2 of 2 above the first's 0 dB)"),
+])
+def test_stated_numbers_that_contradict_the_conclusion_fail(reasoning, answer, grader, choices, reason):
+    verdict = check_coherence(reasoning, answer, grader, choices)
+    assert not verdict.passed
+    assert verdict.reason == reason
+
+
+@pytest.mark.parametrize("reasoning, answer, grader, choices", [
+    (LEVELS + "so 2 of them are louder than the first. The answer is 2.", "2", "numeric", None),
+    (LEVELS + "so two beeps are louder than the first. The answer is 2.", "2", "numeric", None),
+    ("The first beep is at 0 dB, the second at +6 dB and the third at -8 dB, so 2 of them are louder than the "
+     "first. The answer is 2.", "2", "numeric", None),  # some levels unstated: 2 is possible
+    ("Beep 2 is at +3 dB and the first at 0 dB, so beep 2 is louder. The answer is the second.", "the second",
+     "choice", CHOICES),
+    ("The first pattern clicks every 0.33 s and the second every 0.44 s, so the first is faster. The answer is "
+     "the first.", "the first", "choice", CHOICES),
+    ("The first tone starts at 0.20 s and lasts 0.50 s; the second starts at 0.90 s and lasts 0.30 s, so the "
+     "first is longer. The answer is the first.", "the first", "choice", CHOICES),
+])
+def test_stated_numbers_that_agree_with_the_conclusion_pass(reasoning, answer, grader, choices):
+    verdict = check_coherence(reasoning, answer, grader, choices)
+    assert verdict.passed, verdict.reason
+
+
 def test_rules_and_hypotheticals_are_not_contradictions():
     chain = ("The chord is minor and its level rises, so it gets louder. A minor chord should get softer; "
              "this one gets louder, so it does not follow the rule. The answer is no.")
