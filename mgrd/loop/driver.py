@@ -1,7 +1,10 @@
 """`mgrd loop`: the MGRD state machine (Step-Audio-R1 §4.2; DESIGN.md §6), built from the existing stages.
 
-Iteration 0 is the cold start: SFT of the given model (or a fresh tiny preset) on the task data, then an
-evaluation. Iteration t >= 1 runs these stages, each in its own folder `runs/<name>/iter_<t>/<stage>/`:
+Iteration 0 is the cold start, in `runs/<name>/iter_0/`: `perceive` (perception pretraining of a random
+encoder, `mgrd.train.perceive`; skipped unless `perceive.steps` > 0, as a real checkpoint's encoder is already
+pretrained), `sft` (the cold-start SFT of that model, or of the given model, or of a fresh tiny preset, on the
+task data; skipped with `cold_start=false`), then `eval`. Iteration t >= 1 runs these stages, each in its own
+folder `runs/<name>/iter_<t>/<stage>/`:
 
     curate   the audio questions that need perception (`mgrd.loop.select.perception_items`), a seeded draw
              of `sample.items_per_iteration` of them -> `questions.jsonl`
@@ -14,7 +17,7 @@ evaluation. Iteration t >= 1 runs these stages, each in its own folder `runs/<na
     sft      `mgrd.train.sft.run` from the current model on D_audio-cot(t) ∪ D_task (the train split's text
              items), skipped (and said so) when no chain was accepted
     rl       `mgrd.train.rl.run` on the RL set (the report's reward by default), skipped when the band is empty
-    eval     `mgrd.eval.harness.run` of the new model on the held-out test and ood splits (greedy)
+    eval     `mgrd.eval.harness.run` of the new model on the held-out splits `eval.splits` (greedy)
 
 After each iteration `mgrd.loop.report` rebuilds `summary.json`, `report.html` / `report.md` and the plots.
 
@@ -23,7 +26,8 @@ marker, written last). A rerun (or `--resume`) skips finished stages and re-ente
 which continues from what it left: `sample` keeps every record already appended (each one is written whole,
 `mgrd.data.records.append_records`) and asks only the rest; `sft` and `rl` resume from their newest checkpoint
 (a folder without one starts again from scratch); `eval` asks only the unanswered items. The model that
-iteration t hands on is `iter_t/rl/final`, else `iter_t/sft/final` (RL skipped), else the previous one.
+iteration t hands on is `iter_t/rl/final`, else `iter_t/sft/final` (RL skipped), else the previous one
+(iteration 0: `iter_0/perceive/final`, else the given model).
 `runs/<name>/final/` holds a copy of the last model; `stages.jsonl` logs each stage's wall time.
 
 This module orchestrates; it holds no training, sampling or scoring maths of its own.
@@ -48,13 +52,15 @@ from mgrd.generate import SamplingConfig
 from mgrd.loop.filters import FilterConfig
 from mgrd.loop.select import SelectConfig
 from mgrd.train.config import option
+from mgrd.train.perceive import PerceiveConfig
 
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
 STAGES = ("curate", "sample", "select", "sft", "rl", "eval")
-COLD_STAGES = ("sft", "eval")
-SPLITS = ("train", "test", "ood")
+COLD_STAGES = ("perceive", "sft", "eval")
+SPLITS = ("train", "dev", "test", "ood")
+EVAL_SPLITS = SPLITS[1:]
 PROMPT_SUFFIX = ("Reason step by step about what you hear: the pitch, loudness, duration, rhythm and timbre of "
                  "the sounds, then answer.")
 
@@ -72,12 +78,16 @@ class DataSetup:
 
     train: str | None = option(None, "train manifest (or suite folder): audio questions to distil and text "
                                      "tasks (D_task); null: write the synthetic suite")
-    test: str | None = option(None, "held-out test manifest (or suite folder); null: synthetic")
+    dev: str | None = option(None, "held-out manifest (or suite folder) of the training distribution; null: "
+                                   "synthetic (new items drawn like the train split's)")
+    test: str | None = option(None, "held-out test manifest (or suite folder); null: synthetic (the suite's test "
+                                    "split: parameter ranges disjoint from training)")
     ood: str | None = option(None, "out-of-distribution manifest (or suite folder); null: synthetic")
     synth_families: tuple[str, ...] = option(
         ("pitch_compare", "duration_compare", "higher_longer", "louder_beeps", "text_logic", "text_compare"),
         "families of the synthetic suite (audio questions and text tasks)")
     synth_train: int = option(240, "items of the synthetic train split")
+    synth_dev: int = option(48, "items of the synthetic dev split")
     synth_test: int = option(48, "items of the synthetic test split")
     synth_ood: int = option(48, "items of the synthetic ood split")
     synth_seed: int = option(0, "seed of the synthetic suite")
@@ -108,6 +118,8 @@ class SampleSetup:
 class EvalSetup:
     """Held-out evaluation after each iteration (greedy, through `mgrd eval`'s harness)."""
 
+    splits: tuple[str, ...] = option(EVAL_SPLITS, "held-out splits to evaluate after each iteration: dev (new "
+                                                  "items of the training distribution), test, ood")
     max_items: int = option(0, "items per split (the first N; 0: all)")
     max_new_tokens: int = option(256, "token budget of each answer")
     batch_size: int = option(8, "prompts per generation batch")
@@ -126,6 +138,9 @@ class LoopConfig:
     cold_start: bool = option(True, "iteration 0 fine-tunes `model` with `cold_sft`; false evaluates it as is "
                                     "(then `model` must be given)")
     data: DataSetup = option(DataSetup(), "train, test and ood suites")
+    perceive: PerceiveConfig = option(PerceiveConfig(steps=0), "iteration 0, before the cold start: perception "
+                                      "pretraining of a random encoder (`mgrd.train.perceive`; steps=0: none, "
+                                      "the start model's encoder is already trained)")
     cold_sft: StageSetup = option(StageSetup(), "the cold-start SFT (iteration 0)")
     cold_audio_cot_weight: float = option(0.5, "cold start: weight of the suite's own grounded audio chains "
                                                "(the report's share of audio CoT); 0: answers only")
@@ -152,6 +167,9 @@ class LoopConfig:
         for key in ("items_per_iteration",):
             if getattr(self.sample, key) < 0:
                 raise ValueError(f"sample.{key} must be >= 0")
+        unknown = [s for s in self.eval.splits if s not in EVAL_SPLITS]
+        if unknown or not self.eval.splits:
+            raise ValueError(f"eval.splits must name some of {', '.join(EVAL_SPLITS)}, got {list(self.eval.splits)}")
         if self.sample.batch_items < 1:
             raise ValueError("sample.batch_items must be >= 1")
 
@@ -205,7 +223,7 @@ def stages_of(t: int) -> tuple[str, ...]:
 
 def model_after(root: Path, cfg: LoopConfig, t: int) -> Path:
     """The model iteration t hands on (module docstring); raises LoopError when it does not exist yet."""
-    for stage in ("rl", "sft"):
+    for stage in ("rl", "sft", "perceive"):
         folder = stage_dir(root, t, stage)
         if is_done(folder) and not read_done(folder).get("skipped"):
             return folder / "final"
@@ -247,10 +265,12 @@ def _manifest(path: str | Path, what: str) -> Path:
 
 
 def prepare_data(cfg: LoopConfig, root: Path) -> dict[str, Path]:
-    """The manifests of train/test/ood: the given ones, or the synthetic suite written once into `root/data/`."""
-    sizes = {"train": cfg.data.synth_train, "test": cfg.data.synth_test, "ood": cfg.data.synth_ood}
+    """The manifests of train and the evaluated splits: the given ones, or the synthetic suite written once into
+    `root/data/`."""
+    sizes = {"train": cfg.data.synth_train, "dev": cfg.data.synth_dev, "test": cfg.data.synth_test,
+             "ood": cfg.data.synth_ood}
     out = {}
-    for split in SPLITS:
+    for split in ("train", *cfg.eval.splits):
         given = getattr(cfg.data, split)
         if given is not None:
             out[split] = _manifest(given, split)
@@ -376,12 +396,30 @@ def _fresh_training_folder(folder: Path) -> bool:
     return False
 
 
+def stage_perceive(ctx: Context, t: int, folder: Path) -> dict | None:
+    """Iteration 0: perception pretraining of the start model's encoder (`mgrd.train.perceive`); skipped when
+    `perceive.steps` is 0. Resumes from its newest checkpoint."""
+    from mgrd.train import perceive
+
+    cfg = ctx.cfg
+    if cfg.perceive.steps == 0:
+        mark_done(folder, {"skipped": "perceive.steps=0"})
+        return {"skipped": "perceive.steps=0"}
+    _fresh_training_folder(folder)
+    perceive.run(cfg.perceive, folder, model=cfg.model, seed=cfg.seed, device=str(_device(cfg.device)),
+                 progress=cfg.progress)
+    return {}
+
+
 def stage_cold_sft(ctx: Context, folder: Path) -> dict:
     """Iteration 0: SFT of the start model on the train split (text CoT, audio QA with an empty think, and a
-    share of the suite's grounded audio chains)."""
+    share of the suite's grounded audio chains); skipped with `cold_start=false`."""
     from mgrd.train import sft
 
     cfg = ctx.cfg
+    if not cfg.cold_start:
+        mark_done(folder, {"skipped": "cold_start=false"})
+        return {"skipped": "cold_start=false"}
     train = str(ctx.manifests["train"])
     mine = [_set("run.name", folder.name), _set("run.out_dir", str(folder.parent)), _set("run.seed", cfg.seed),
             _set("run.device", cfg.device), _set("run.progress", cfg.progress),
@@ -390,8 +428,10 @@ def stage_cold_sft(ctx: Context, folder: Path) -> dict:
             _set("data.audio_qa", {"manifests": [train], "weight": 1.0, "style": "none"}),
             _set("data.audio_cot", {"manifests": [train], "weight": cfg.cold_audio_cot_weight, "style": "grounded"}),
             _set("eval.manifests", [])]
-    if cfg.model is not None:
-        mine.append(_set("model.path", str(cfg.model)))
+    perceived = stage_dir(ctx.root, 0, "perceive")
+    start = perceived / "final" if is_done(perceived) and not read_done(perceived).get("skipped") else cfg.model
+    if start is not None:
+        mine.append(_set("model.path", str(start)))
     resume = _fresh_training_folder(folder)
     scfg = sft.load(sft.SFTConfig, cfg.cold_sft.config, _stage_overrides(cfg.cold_sft, mine) +
                     [f"run.resume={str(resume).lower()}"])
@@ -602,14 +642,14 @@ def _load_rl(cfg: LoopConfig, mine: list[str]):
 
 
 def stage_eval(ctx: Context, t: int, folder: Path) -> dict:
-    """Greedy evaluation of the iteration's model on the test and ood splits (`mgrd eval`'s harness)."""
+    """Greedy evaluation of the iteration's model on `eval.splits` (`mgrd eval`'s harness)."""
     from mgrd.eval.harness import EvalConfig
     from mgrd.eval.harness import run as run_eval
 
     cfg = ctx.cfg
     model = model_after(ctx.root, cfg, t)
     out = {}
-    for split in ("test", "ood"):
+    for split in cfg.eval.splits:
         ecfg = EvalConfig(task="synthetic", data=ctx.manifests[split], out=folder / split, model=model,
                           limit=cfg.eval.max_items or None, batch_size=cfg.eval.batch_size,
                           device=str(_device(cfg.device)),
@@ -621,7 +661,8 @@ def stage_eval(ctx: Context, t: int, folder: Path) -> dict:
 
 
 STAGE_FNS: dict[str, Callable[[Context, int, Path], dict | None]] = {
-    "curate": stage_curate, "sample": stage_sample, "select": stage_select, "sft": stage_sft, "rl": stage_rl,
+    "perceive": stage_perceive, "curate": stage_curate, "sample": stage_sample, "select": stage_select,
+    "sft": stage_sft, "rl": stage_rl,
     "eval": stage_eval}
 
 

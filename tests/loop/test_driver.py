@@ -52,7 +52,7 @@ def recorder(monkeypatch):
             return {"n": 1}
         return stage
 
-    monkeypatch.setattr(driver, "STAGE_FNS", {name: make(name) for name in driver.STAGES})
+    monkeypatch.setattr(driver, "STAGE_FNS", {name: make(name) for name in driver.COLD_STAGES + driver.STAGES})
     import mgrd.loop.report
 
     monkeypatch.setattr(mgrd.loop.report, "write_report", lambda root: None)  # the end-to-end test draws it
@@ -66,7 +66,7 @@ def test_stages_run_in_order_with_done_markers(tmp_path, suite, recorder, monkey
     cfg = _cfg(tmp_path, suite)
     driver.run(cfg)
     assert published == [cfg.path]
-    expected = [(0, "sft"), (0, "eval")] + [(t, s) for t in (1, 2) for s in driver.STAGES]
+    expected = [(0, s) for s in driver.COLD_STAGES] + [(t, s) for t in (1, 2) for s in driver.STAGES]
     assert calls == expected
     root = cfg.path
     assert all(done for _, _, done in driver.progress_of(root, cfg))
@@ -132,6 +132,26 @@ def test_model_after_follows_the_skipped_stages(tmp_path, suite):
     driver.mark_done(driver.stage_dir(root, 2, "sft"))
     driver.mark_done(driver.stage_dir(root, 2, "rl"))
     assert driver.model_after(root, cfg, 2) == driver.stage_dir(root, 2, "rl") / "final"
+
+
+def test_the_cold_start_trains_the_perceived_model(tmp_path, suite, monkeypatch):
+    """A finished perceive stage hands its model to the cold-start SFT and, with cold_start=false, on to iteration 1."""
+    import mgrd.train.sft
+
+    seen = []
+    monkeypatch.setattr(mgrd.train.sft, "run", lambda scfg: seen.append(scfg.model.path))
+    cfg = _cfg(tmp_path, suite, "perceive.steps=5")
+    root = cfg.path
+    ctx = driver.Context(cfg, root, suite)
+    driver.mark_done(driver.stage_dir(root, 0, "perceive"))
+    driver.stage_cold_sft(ctx, driver.stage_dir(root, 0, "sft"))
+    assert seen == [str(driver.stage_dir(root, 0, "perceive") / "final")]
+    skipped = _cfg(tmp_path, suite, f"model={tmp_path}", "cold_start=false")
+    driver.stage_cold_sft(driver.Context(skipped, root, suite), driver.stage_dir(root, 0, "sft"))
+    assert len(seen) == 1 and driver.read_done(driver.stage_dir(root, 0, "sft")) == {"skipped": "cold_start=false"}
+    assert driver.model_after(root, skipped, 0) == driver.stage_dir(root, 0, "perceive") / "final"
+    driver.mark_done(driver.stage_dir(root, 0, "perceive"), {"skipped": "perceive.steps=0"})
+    assert driver.model_after(root, skipped, 0) == tmp_path  # neither trained: the given model as is
 
 
 # ---------------------------------------------------------------------------------------------- manifest -> SFT

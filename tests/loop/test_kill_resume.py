@@ -32,7 +32,7 @@ K = 2
 RL_STEPS = 4
 TIMEOUT_S = 900  # per process: generous for a loaded machine; a healthy run takes seconds
 # the uninterrupted run's order; a killed stage logs nothing, so the killed run must log exactly this too
-STAGE_LOG = [(0, "sft"), (0, "eval")] + [(1, s) for s in ("curate", "sample", "select", "sft", "rl", "eval")]
+STAGE_LOG = [(0, "perceive"), (0, "sft"), (0, "eval")] + [(1, s) for s in ("curate", "sample", "select", "sft", "rl", "eval")]
 
 
 def _config(base: Path, suite: dict, name: str) -> Path:
