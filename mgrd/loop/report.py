@@ -3,10 +3,11 @@
 Everything is read back from what the stages wrote (`mgrd.loop.driver`'s layout), so the report of a killed or
 finished run can be rebuilt at any time (`mgrd loop --report-only`) and shows only what was measured:
 
-- per iteration (0 = the cold-start model): accuracy (%) on the held-out test and ood splits, overall and per
-  family (`iter_t/eval/<split>/summary.json`, greedy answers graded by each family's task); grounding of the
-  eval answers (lexicon pass rate and verified-claim rate, `mgrd.eval.metrics.grounding`); mean think length
-  (words of the eval chains);
+- per iteration (0 = the cold-start model): accuracy (%) on the held-out splits it was evaluated on (`dev`:
+  new items of the training distribution; `test`: the suite's shifted parameter ranges; `ood`: shifted ranges
+  plus a corruption), overall and per family (`iter_t/eval/<split>/summary.json`, greedy answers graded by each
+  family's task); grounding of the eval answers (lexicon pass rate and verified-claim rate,
+  `mgrd.eval.metrics.grounding`) and mean think length, on dev when it was evaluated (else test);
 - per MGRD iteration (t >= 1), from `iter_t/select/stats.json`: the filters' pass rates over the K candidates of
   every question, how many chains were kept (D_audio-cot), the pass@K histogram, the RL set's size, and
   examples of accepted and rejected chains with the failed filters' reasons;
@@ -45,9 +46,17 @@ def _iterations(root: Path) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in root.glob("iter_*") if p.name.split("_")[1].isdigit())
 
 
+EVAL_SPLITS = ("dev", "test", "ood")  # held-out items of the training distribution; shifted ranges; + corruption
+
+
+def main_split(evals: dict) -> str:
+    """The split whose chains the grounding, claim and think-length columns describe: dev when evaluated."""
+    return "dev" if "dev" in evals else "test"
+
+
 def _eval_numbers(folder: Path) -> dict:
     out: dict[str, Any] = {}
-    for split in ("test", "ood"):
+    for split in EVAL_SPLITS:
         summary = _json(folder / split / "summary.json")
         if summary is None:
             continue
@@ -131,19 +140,21 @@ def _plots(root: Path, summary: dict) -> list[str]:
     def series(split, key):
         return [e["eval"].get(split, {}).get(key) for e in its]
 
+    splits = [s for s in EVAL_SPLITS if any(s in e["eval"] for e in its)]
+    main = main_split({s: 1 for s in splits})
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for split in ("test", "ood"):
+    for split in splits:
         ax.plot(ts, [v if v is not None else float("nan") for v in series(split, "accuracy")], "o-", label=split)
     ax.set(xlabel="iteration (0 = cold start)", ylabel="accuracy (%)", title="held-out accuracy")
     ax.legend()
     save(fig, "accuracy.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for split in ("test", "ood"):
+    for split in splits:
         ax.plot(ts, [v if v is not None else float("nan") for v in series(split, "grounding_rate")], "o-",
                 label=f"grounding rate ({split})")
-    ax.plot(ts, [v if v is not None else float("nan") for v in series("test", "verified_claim_rate")], "s--",
-            label="verified claims (test)")
+    ax.plot(ts, [v if v is not None else float("nan") for v in series(main, "verified_claim_rate")], "s--",
+            label=f"verified claims ({main})")
     sampled = [(e["iteration"], e["sampling"]["filters"].get("coherence")) for e in its if "sampling" in e]
     if sampled:
         ax.plot(*zip(*sampled), "^:", label="coherence (sampled)")
@@ -152,8 +163,8 @@ def _plots(root: Path, summary: dict) -> list[str]:
     save(fig, "grounding.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(ts, [v if v is not None else float("nan") for v in series("test", "think_mean")], "o-",
-            label="eval answers (test)")
+    ax.plot(ts, [v if v is not None else float("nan") for v in series(main, "think_mean")], "o-",
+            label=f"eval answers ({main})")
     if sampled:
         ax.plot([e["iteration"] for e in its if "sampling" in e],
                 [e["sampling"]["think_words_mean"] for e in its if "sampling" in e], "s--", label="sampled candidates")
@@ -208,17 +219,18 @@ def table_rows(summary: dict) -> list[list[str]]:
     """One row per iteration: the numbers the speedrun prints and RESULTS.md records."""
     rows = []
     for e in summary["iterations"]:
-        test, ood = e["eval"].get("test", {}), e["eval"].get("ood", {})
+        dev, test, ood = (e["eval"].get(split, {}) for split in EVAL_SPLITS)
+        main = e["eval"].get(main_split(e["eval"]), {})
         s = e.get("sampling", {})
-        rows.append([str(e["iteration"]), _fmt(test.get("accuracy")), _fmt(ood.get("accuracy")),
-                     _fmt(test.get("grounding_rate"), 2), _fmt(test.get("verified_claim_rate"), 2),
-                     _fmt(test.get("think_mean")), _fmt(s.get("filters", {}).get("all"), 2) if s else "–",
+        rows.append([str(e["iteration"]), _fmt(dev.get("accuracy")), _fmt(test.get("accuracy")),
+                     _fmt(ood.get("accuracy")), _fmt(main.get("grounding_rate"), 2),
+                     _fmt(main.get("verified_claim_rate"), 2), _fmt(main.get("think_mean")), _fmt(s.get("filters", {}).get("all"), 2) if s else "–",
                      _fmt(s.get("kept_chains")) if s else "–", _fmt(s.get("rl_items")) if s else "–",
                      _fmt(e.get("wall_s"), 0)])
     return rows
 
 
-HEADER = ["iter", "test acc %", "ood acc %", "grounding", "verified claims", "think len (eval)", "all filters",
+HEADER = ["iter", "dev acc %", "test acc %", "ood acc %", "grounding", "verified claims", "think len (eval)", "all filters",
           "kept chains", "RL items", "wall s"]
 
 

@@ -19,7 +19,8 @@ compositional ones too) shares:
   is right at chance rate; its pick is kept in `meta["substitute_answer"]`).
 
 Train and test draw the defining parameter from disjoint ranges (frequency, tempo or duration, see each
-family); `ood` uses the test ranges plus the corruption. Answers are drawn uniformly over the options, and
+family); `ood` uses the test ranges plus the corruption; `dev` draws new items exactly as train does (held-out
+items of the training distribution). Answers are drawn uniformly over the options, and
 choice lists have a fixed order, so neither wording nor position tells the answer. Nor do trivial clip
 properties: clip length, RMS, peak and crest factor are drawn independently of the answer (beep rows share
 a fixed energy budget and sit in clips of random length; the timbre family randomises harmonic phases and

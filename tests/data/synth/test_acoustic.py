@@ -282,6 +282,18 @@ def test_train_and_test_ranges_are_disjoint(family, train_items):
 
 
 @pytest.mark.parametrize("family", DEFAULT_FAMILIES)
+def test_dev_items_are_new_items_of_the_training_ranges(family, train_items):
+    key = SPLIT_KEYS[family]
+    train, dev = _values(train_items[family], key), _values(_draw(family, "dev", 60), key)
+    slack = 0.1 * (train.max() - train.min())  # two samples of one range: their extremes differ a little
+    assert train.min() - slack <= dev.min() and dev.max() <= train.max() + slack, f"{key}: dev {dev.min()}-{dev.max()}"
+    test = _values(_draw(family, "test", 60), key)
+    assert dev.max() < test.min() or test.max() < dev.min()
+    dev_clips = {item.audio[0][:64].tobytes() for item in _draw(family, "dev", 20)}
+    assert not dev_clips & {item.audio[0][:64].tobytes() for item in train_items[family]}
+
+
+@pytest.mark.parametrize("family", DEFAULT_FAMILIES)
 def test_clips_are_short_float32_and_normalised(family, train_items):
     for item in train_items[family][:40]:
         (clip,) = item.audio
