@@ -2,7 +2,8 @@
 
 `mgrd speedrun [--out runs/speedrun]` is `mgrd loop --config loop_tiny` written into `--out`: it synthesises the
 suite, cold-starts the tiny preset, runs the loop, writes the report, prints the per-iteration table, the wall
-time, and a few answers of the final model on the held-out test split (question, thinking, answer, correct?).
+time, and a few answers of the final model on a held-out split (dev when evaluated; question, thinking, answer,
+correct?).
 
 This module imports no torch at the top (the stages import it when they run), so `mgrd --help` stays fast.
 """
@@ -115,9 +116,12 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
 
 
 def example_answers(root: Path, t: int, n: int) -> list[str]:
-    """A few of the final model's held-out test answers (from its evaluation): question, thinking, answer, correct?"""
-    path = root / f"iter_{t}" / "eval" / "test" / "samples.jsonl"
-    return answer_lines(path, n, f"example answers of the final model (iteration {t}, test split):")
+    """A few of the final model's held-out answers (from its evaluation, dev split when there is one, else test):
+    question, thinking, answer, correct?"""
+    folder = root / f"iter_{t}" / "eval"
+    split = "dev" if (folder / "dev" / "samples.jsonl").is_file() else "test"
+    return answer_lines(folder / split / "samples.jsonl", n,
+                        f"example answers of the final model (iteration {t}, {split} split):")
 
 
 def answer_lines(path: Path, n: int, title: str) -> list[str]:

@@ -105,7 +105,7 @@ def perception_loss(pred: torch.Tensor, targets: torch.Tensor, valid: torch.Tens
         "level": (((pred[..., 2] - targets[..., 2]) ** 2) * p).sum() / np_,
         "onset": (bce(pred[..., 3], targets[..., 3], reduction="none") * v).sum() / nv,
     }
-    return sum(parts.values()), {k: float(x) for k, x in parts.items()}
+    return sum(parts.values()), {k: float(x.detach()) for k, x in parts.items()}
 
 
 def collate_scenes(scenes: list[Scene], n_mels: int) -> dict[str, torch.Tensor]:
@@ -201,15 +201,14 @@ def run(cfg: PerceiveConfig, out: str | Path, *, model: str | Path | None = None
         optimizer.step()
         scheduler.step()
         step += 1
-        run_dir.log(step, {"loss": float(loss), **{f"loss/{k}": v for k, v in parts.items()},
+        value = float(loss.detach())
+        run_dir.log(step, {"loss": value, **{f"loss/{k}": v for k, v in parts.items()},
                            "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0]})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}")
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
             run_dir.save_checkpoint(step, probe, optimizer, {"scheduler": scheduler.state_dict()}, fingerprint, keep=1)
-    if bar is not None:
-        bar.close()
+    bar.close()
     scores = evaluate(probe, cfg, seed, dev) if cfg.eval_pairs else {}
     if scores:
         run_dir.log(step, {f"eval/{k}": v for k, v in scores.items()})
