@@ -145,6 +145,80 @@ def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path, to, sig, code, sai
     assert _hidden(tmp_path) == [] and not out.exists()
 
 
+# Ctrl-C while the pool's workers are still importing: the race that a signal sent "mid-suite" hits only when one
+# worker has written the wavs before the other got going. The workers' SIGINT state is read from /proc: the
+# signal goes once each has started Python (SIGINT caught or ignored), long before it has imported what its
+# initializer needs. "workers": to the workers alone (deterministic: nothing else reacts); "group": to the
+# whole process group, as a terminal does (the parent then races its workers to the exit).
+_SIGINT_AT_POOL_START = """
+import os, signal, sys, time
+import multiprocessing.pool
+from mgrd.cli import main
+
+out, to, n = sys.argv[1], sys.argv[2], sys.argv[3]
+started = multiprocessing.pool.Pool._repopulate_pool
+
+
+def sigint_bit(pid, field):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1
+    return 0
+
+
+def start_then_interrupt(self):
+    out = started(self)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(sigint_bit(p.pid, "SigCgt") or sigint_bit(p.pid, "SigIgn")
+                                                  for p in self._pool):
+        time.sleep(0.001)
+    time.sleep(0.05)  # into the imports
+    if to == "group":
+        os.killpg(0, signal.SIGINT)
+    else:
+        for p in self._pool:
+            os.kill(p.pid, signal.SIGINT)
+    return out
+
+
+multiprocessing.pool.Pool._repopulate_pool = start_then_interrupt
+sys.exit(main(["data", "synth", "--out", out, "--n", n, "--workers", "2", "--no-progress"]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the workers' signal state from /proc")
+@pytest.mark.parametrize("to, n, code, said", [("workers", "40", 0, ""), ("group", "2000", 130, "interrupted")])
+def test_ctrl_c_while_the_workers_start_up_leaves_no_traceback(tmp_path, to, n, code, said):
+    """Workers start with SIGINT held back (not only once their initializer has run): a Ctrl-C during their
+    imports prints no KeyboardInterrupt traceback. Sent to the workers alone it changes nothing; sent to the
+    group, the parent exits 130 and removes its temporary folder."""
+    out = tmp_path / "suite"
+    proc = subprocess.run([sys.executable, "-c", _SIGINT_AT_POOL_START, str(out), to, n], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip() == said, proc.stderr
+    assert out.exists() == (code == 0)
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_ctrl_c_while_workers_start_is_held_then_raised():
+    """In the parent: the pool is on its clean-up stack before the held Ctrl-C is raised; the handler and the
+    signal mask are as before afterwards."""
+    from mgrd.data.synth.writer import _sigint_held
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            reached.append(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    assert reached == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 def test_stale_temp_folders_of_the_same_target_are_swept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     from mgrd.atomic import _host

@@ -11,16 +11,24 @@ place at the end (`mgrd.atomic`); a failure or Ctrl-C removes the temporary fold
 SIGTERM into the same path), and temporary folders that a killed run left are swept by the next run on the
 same target. A non-empty target is refused unless `overwrite=True`. Bad arguments raise `SynthError` before
 any work starts.
+
+Ctrl-C reaches the whole process group, workers too, but only the parent reacts: it stops the pool and
+removes the temporary folder. Workers are started with SIGINT blocked, a signal mask they inherit through
+exec, so it holds from their first instruction (a spawned worker spends its first second importing, where a
+KeyboardInterrupt would print a traceback); their initializer then ignores SIGINT for good. While the pool
+starts, the parent holds a Ctrl-C back and raises it once the pool is set to be cleaned up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import zlib
 from pathlib import Path
 
@@ -143,9 +151,37 @@ def _prepare_target(out: Path, overwrite: bool) -> Path:
 
 
 def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C reaches the whole process group, but only the parent should react (it stops
-    the pool and removes the temporary folder); workers printing KeyboardInterrupt tracebacks is noise."""
+    """Worker initializer: ignore SIGINT for good (it arrives blocked, `_sigint_held`): only the parent reacts to
+    Ctrl-C; workers printing KeyboardInterrupt tracebacks is noise. SIGTERM still stops them (`Pool.terminate`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Block SIGINT while worker processes start (module docstring): the workers, and the pool's threads that
+    start more of them, inherit the mask (CPython starts its resource tracker the same way). In the main
+    thread, a Ctrl-C that arrives meanwhile (perhaps through another thread) is recorded and raised again on
+    the way out."""
+    # signal handlers are set in the main thread only, and one set outside Python (None) cannot be put back
+    in_main = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if in_main else None
+    can_mask = hasattr(signal, "pthread_sigmask")
+    mask = None
+    if can_mask:
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()  # the pool would start it, and that start unblocks SIGINT again
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if can_mask:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGINT lands in `held` now
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+            if held:
+                signal.raise_signal(signal.SIGINT)
 
 
 def _write_rows(tmp: Path, tasks: list[tuple], workers: int, progress: bool, desc: str) -> None:
@@ -158,7 +194,10 @@ def _write_rows(tmp: Path, tasks: list[tuple], workers: int, progress: bool, des
                 bar.update()
             return
         # spawn: fresh interpreters, no inherited threads or locks; imap keeps the manifest in item order.
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
+        with contextlib.ExitStack() as stack:
+            with _sigint_held():  # a Ctrl-C held here is raised once the pool is on the stack: it gets terminated
+                pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+                stack.enter_context(pool)
             for line in pool.imap(render_row, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8)))):
                 manifest.write(line + "\n")
                 bar.update()
