@@ -80,7 +80,7 @@ def test_synth_needs_out_and_check_needs_a_file(tmp_path, capsys):
 
 def test_unknown_split_is_an_argparse_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        main(["synth", "--out", str(tmp_path / "x"), "--split", "dev"])
+        main(["synth", "--out", str(tmp_path / "x"), "--split", "valid"])
     assert exit_info.value.code == 2
 
 
