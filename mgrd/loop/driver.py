@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -149,6 +150,10 @@ class LoopConfig:
     select: SelectConfig = option(SelectConfig(), "M, K (samples_per_item), the pass@K band, the text mix")
     sft: StageSetup = option(StageSetup(), "the SFT of each iteration on D_audio-cot ∪ D_task")
     audio_cot_weight: float = option(1.0, "SFT mixing weight of D_audio-cot (D_task: the text items, weight 1)")
+    sft_chain_epochs: float = option(
+        2.0, "the SFT of an iteration ends once D_audio-cot has been drawn this many times over at its mixing share "
+             "(at most the sft config's run.max_steps), so a handful of accepted chains is not repeated for hundreds "
+             "of draws; 0: always run.max_steps")
     rl: StageSetup = option(StageSetup(config="rl_tiny"), "the RL of each iteration on the pass@K band")
     rl_enabled: bool = option(True, "run the RL stage (false: the SFT model goes on)")
     rl_reward: dict[str, float] | None = option(
@@ -586,6 +591,7 @@ def _examples(records, n: int = 3) -> dict[str, list[dict]]:
 def stage_sft(ctx: Context, t: int, folder: Path) -> dict | None:
     """SFT of the current model on D_audio-cot(t) ∪ D_task; skipped when no chain was accepted."""
     from mgrd.train import sft
+    from mgrd.train.data import kind_of
 
     cfg = ctx.cfg
     if t == 0:
@@ -604,10 +610,26 @@ def stage_sft(ctx: Context, t: int, folder: Path) -> dict | None:
             _set("data.audio_cot", {"manifests": [str(chains)], "weight": cfg.audio_cot_weight, "style": None}),
             _set("eval.manifests", [])]
     resume = _fresh_training_folder(folder)
-    scfg = sft.load(sft.SFTConfig, cfg.sft.config, _stage_overrides(cfg.sft, mine) +
-                    [f"run.resume={str(resume).lower()}"])
+    overrides = _stage_overrides(cfg.sft, mine) + [f"run.resume={str(resume).lower()}"]
+    scfg = sft.load(sft.SFTConfig, cfg.sft.config, overrides)
+    n_chains = len(chains.read_text().splitlines())
+    has_text = any(kind_of(item) == "text" for item in ctx.items("train"))
+    steps = chain_limited_steps(n_chains, scfg.optim.micro_batch_size * scfg.optim.grad_accum,
+                                cfg.audio_cot_weight / (cfg.audio_cot_weight + 1.0) if has_text else 1.0,
+                                cfg.sft_chain_epochs, scfg.run.max_steps)
+    if steps != scfg.run.max_steps:
+        scfg = sft.load(sft.SFTConfig, cfg.sft.config, overrides + [f"run.max_steps={steps}"])
     sft.run(scfg)
-    return {}
+    return {"steps": steps, "chains": n_chains}
+
+
+def chain_limited_steps(n_chains: int, batch: int, share: float, epochs: float, max_steps: int) -> int:
+    """Optimiser steps after which `n_chains` chains drawn at mixing `share` of `batch` examples per step have
+    been seen `epochs` times over: `ceil(epochs * n_chains / (batch * share))`, within [1, max_steps]
+    (`epochs` 0: max_steps)."""
+    if epochs <= 0:
+        return max_steps
+    return max(1, min(max_steps, math.ceil(epochs * n_chains / (batch * share))))
 
 
 def stage_rl(ctx: Context, t: int, folder: Path) -> dict | None:

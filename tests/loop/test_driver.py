@@ -154,6 +154,14 @@ def test_the_cold_start_trains_the_perceived_model(tmp_path, suite, monkeypatch)
     assert driver.model_after(root, skipped, 0) == tmp_path  # neither trained: the given model as is
 
 
+def test_a_few_accepted_chains_are_not_repeated_for_hundreds_of_draws():
+    # 4 chains at half of a batch of 8: 2 epochs take ceil(2 * 4 / 4) = 2 steps
+    assert driver.chain_limited_steps(4, 8, 0.5, 2.0, 20) == 2
+    assert driver.chain_limited_steps(400, 8, 0.5, 2.0, 20) == 20  # capped by the stage's max_steps
+    assert driver.chain_limited_steps(1, 8, 1.0, 2.0, 20) == 1  # at least one step
+    assert driver.chain_limited_steps(4, 8, 0.5, 0.0, 20) == 20  # 0: the stage's own max_steps
+
+
 # ---------------------------------------------------------------------------------------------- manifest -> SFT
 
 
