@@ -2,8 +2,8 @@
 
 `mgrd demo` shows the model `mgrd speedrun` trained (`runs/speedrun/final`, relative to the current folder) when
 it exists, or the checkpoint given with `--model`; only without either does it build a random-weight tiny model
-(`mgrd.cli.cmd_demo`). The questions come from the synthetic suite's held-out (test) parameter ranges with a seed
-the loop does not use, so none is a training item; `mgrd eval`'s harness asks and grades them, and
+(`mgrd.cli.cmd_demo`). The questions are the synthetic suite's dev items (drawn like the training items) with a
+seed the loop does not use, so none is a training item; `mgrd eval`'s harness asks and grades them, and
 `mgrd.loop.cli.answer_lines` prints them as `mgrd speedrun` prints its examples.
 """
 
@@ -40,9 +40,9 @@ def answer_questions(model: Path, n: int, sampling, device: str = "cpu") -> list
     from mgrd.loop.driver import DataSetup
 
     with tempfile.TemporaryDirectory(prefix="mgrd-demo-") as tmp:
-        manifest = synthesize(Path(tmp) / "questions", n=n, seed=QUESTION_SEED, split="test", workers=1,
+        manifest = synthesize(Path(tmp) / "questions", n=n, seed=QUESTION_SEED, split="dev", workers=1,
                               families=list(DataSetup().synth_families), progress=False)
         out = Path(tmp) / "answers"
         run_eval(EvalConfig(task="synthetic", data=manifest, out=out, model=model, sampling=sampling,
                             batch_size=n, device=device, report=False, progress=False))
-        return answer_lines(out / "samples.jsonl", n, f"{n} fresh synthetic questions (held-out ranges):")
+        return answer_lines(out / "samples.jsonl", n, f"{n} fresh synthetic questions (new dev items):")

@@ -174,16 +174,18 @@ def _line(record: SampleRecord) -> bytes:
     return (json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
-def _mend_tail(fd: int, path: Path) -> None:
+def _mend_tail(fd: int, path: Path, whole: Callable[[Any], Any] | None = None) -> None:
     """Make an append start on a new line: a last line without its newline is finished when it holds a whole
-    record (a hand-edited file) and cut off otherwise (a writer killed mid-line)."""
+    row (a hand-edited file; `whole` raises on a row that is not one) and cut off otherwise (a writer killed
+    mid-line)."""
     size = os.lseek(fd, 0, os.SEEK_END)
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
     keep = _last_line_start(fd, size)
     try:
-        SampleRecord.from_dict(json.loads(os.pread(fd, size - keep, keep).decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecordError):
+        row = json.loads(os.pread(fd, size - keep, keep).decode("utf-8"))
+        (whole or SampleRecord.from_dict)(row)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecordError, TypeError):
         log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted writer", path, size - keep)
         os.ftruncate(fd, keep)
     else:
@@ -219,11 +221,28 @@ def append_records(path: str | os.PathLike, records: Iterable[SampleRecord]) -> 
         lines = [_line(r) for r in records]  # serialise everything before touching the file
     except ValueError as err:
         raise RecordError(f"{path}: cannot write record: {err}") from None
+    return _append_lines(path, lines)
+
+
+def append_json_lines(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    """Append JSON objects to a JSONL log as `append_records` appends records (one write each, fsync, a torn
+    last line from an earlier kill cut off first, writers taking turns); returns how many were appended."""
+    path = Path(path)
+    lines = [(json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8") for row in rows]
+    return _append_lines(path, lines, whole=_json_object)
+
+
+def _json_object(row: Any) -> None:
+    if not isinstance(row, dict):
+        raise RecordError("not a JSON object")
+
+
+def _append_lines(path: Path, lines: list[bytes], whole: Callable[[Any], Any] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read: to find a torn tail
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # several writers (ranks, workers) never interleave or mend each other
-        _mend_tail(fd, path)
+        _mend_tail(fd, path, whole)
         for line in lines:
             os.write(fd, line)
         os.fsync(fd)

@@ -358,10 +358,11 @@ def run(cfg: LoopConfig, resume: bool = False, stop_after: tuple[int, str] | Non
 
 
 def _log_stage(root: Path, t: int, stage: str, wall: float, info: dict) -> None:
+    from mgrd.data.records import append_json_lines
+
     row = {"iteration": t, "stage": stage, "wall_s": round(wall, 2), "time": round(time.time(), 3),
            "skipped": info.get("skipped")}
-    with open(root / "stages.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_json_lines(root / "stages.jsonl", [row])  # a line torn by a kill is cut off before the next one
 
 
 def _publish_final(root: Path, cfg: LoopConfig) -> None:

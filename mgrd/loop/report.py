@@ -224,14 +224,15 @@ def table_rows(summary: dict) -> list[list[str]]:
         s = e.get("sampling", {})
         rows.append([str(e["iteration"]), _fmt(dev.get("accuracy")), _fmt(test.get("accuracy")),
                      _fmt(ood.get("accuracy")), _fmt(main.get("grounding_rate"), 2),
-                     _fmt(main.get("verified_claim_rate"), 2), _fmt(main.get("think_mean")), _fmt(s.get("filters", {}).get("all"), 2) if s else "–",
+                     _fmt(main.get("verified_claim_rate"), 2), _fmt(main.get("think_mean")),
+                     _fmt(s.get("filters", {}).get("all"), 2) if s else "–",
                      _fmt(s.get("kept_chains")) if s else "–", _fmt(s.get("rl_items")) if s else "–",
                      _fmt(e.get("wall_s"), 0)])
     return rows
 
 
-HEADER = ["iter", "dev acc %", "test acc %", "ood acc %", "grounding", "verified claims", "think len (eval)", "all filters",
-          "kept chains", "RL items", "wall s"]
+HEADER = ["iter", "dev acc %", "test acc %", "ood acc %", "grounding", "verified claims", "think len (eval)",
+          "all filters", "kept chains", "RL items", "wall s"]
 
 
 def markdown_table(summary: dict) -> str:

@@ -104,6 +104,21 @@ def test_torn_last_line_is_skipped_on_read_and_cut_on_append(tmp_path):
     assert path.read_bytes().endswith(b"\n")
 
 
+def test_a_json_log_line_torn_by_a_kill_is_cut_before_the_next_append(tmp_path):
+    from mgrd.data.records import append_json_lines
+
+    path = tmp_path / "stages.jsonl"
+    append_json_lines(path, [{"stage": "sft"}, {"stage": "eval"}])
+    with open(path, "ab") as f:
+        f.write(b'{"stage": "cur')  # a writer killed mid-line
+    append_json_lines(path, [{"stage": "curate"}])
+    assert [json.loads(line) for line in path.read_text().splitlines()] == \
+        [{"stage": "sft"}, {"stage": "eval"}, {"stage": "curate"}]
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # a whole last object without its newline is kept
+    append_json_lines(path, [{"stage": "rl"}])
+    assert len(path.read_text().splitlines()) == 4
+
+
 def test_a_whole_last_record_without_its_newline_is_kept_on_append(tmp_path):
     path = tmp_path / "samples.jsonl"
     write_records(path, [make_record(0), make_record(1)])

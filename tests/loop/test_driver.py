@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: why one
 
 def _cfg(tmp_path, suite, *extra) -> driver.LoopConfig:
     return driver.load(None, [f"out_dir={tmp_path}", "name=run", "iterations=2", "progress=false", "device=cpu",
-                              f"data.train={suite['train']}", f"data.test={suite['test']}",
+                              f"data.train={suite['train']}", f"data.dev={suite['dev']}", f"data.test={suite['test']}",
                               f"data.ood={suite['ood']}", *extra])
 
 
@@ -110,7 +110,8 @@ def test_stop_after_then_rerun_continues_from_the_next_stage(tmp_path, suite, re
 def _write_cfg(tmp_path, suite) -> str:
     path = tmp_path / "loop.yaml"
     path.write_text(f"name: run\nout_dir: {tmp_path}\niterations: 2\nprogress: false\ndevice: cpu\n"
-                    f"data: {{train: {suite['train']}, test: {suite['test']}, ood: {suite['ood']}}}\n")
+                    f"data: {{train: {suite['train']}, dev: {suite['dev']}, test: {suite['test']}, "
+                    f"ood: {suite['ood']}}}\n")
     return str(path)
 
 

@@ -32,7 +32,8 @@ K = 2
 RL_STEPS = 4
 TIMEOUT_S = 900  # per process: generous for a loaded machine; a healthy run takes seconds
 # the uninterrupted run's order; a killed stage logs nothing, so the killed run must log exactly this too
-STAGE_LOG = [(0, "perceive"), (0, "sft"), (0, "eval")] + [(1, s) for s in ("curate", "sample", "select", "sft", "rl", "eval")]
+STAGE_LOG = [(0, "perceive"), (0, "sft"), (0, "eval")] + \
+    [(1, s) for s in ("curate", "sample", "select", "sft", "rl", "eval")]
 
 
 def _config(base: Path, suite: dict, name: str) -> Path:
@@ -46,7 +47,7 @@ out_dir: {base}
 iterations: 1
 progress: false
 device: cpu
-data: {{train: {suite['train']}, test: {suite['test']}, ood: {suite['ood']}}}
+data: {{train: {suite['train']}, dev: {suite['dev']}, test: {suite['test']}, ood: {suite['ood']}}}
 cold_sft: {{overrides: {train}}}
 sample: {{items_per_iteration: {QUESTIONS}, batch_items: 1, sampling: {{max_new_tokens: 24}}}}
 select: {{samples_per_item: {K}, band_low: 0, band_high: {K}, text_per_audio: 0.5}}

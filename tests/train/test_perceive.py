@@ -61,7 +61,8 @@ def test_scene_targets_agree_with_the_audio():
         scene = draw_scene(rng)
         n = int(FRAME_S * 16_000)
         frames = [scene.wave[i * n:(i + 1) * n] for i in range(len(scene.targets))]
-        energy = np.array([10 * np.log10(np.mean(f.astype(np.float64) ** 2) + 1e-12) if f.size else -120 for f in frames])
+        energy = np.array([10 * np.log10(np.mean(f.astype(np.float64) ** 2) + 1e-12) if f.size else -120.0
+                           for f in frames])
         on, off = scene.targets[:, 0] == 1.0, scene.targets[:, 0] == 0.0
         if on.any() and off.any():
             louder.append(np.median(energy[on]) - np.median(energy[off]))

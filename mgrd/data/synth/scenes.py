@@ -78,7 +78,8 @@ def frame_targets(notes: list[Note], n_frames: int) -> tuple[np.ndarray, np.ndar
     starts = np.arange(n_frames) * FRAME_S
     top = max(n.gain_db for n in notes)
     for note in notes:
-        cover = np.clip(np.minimum(starts + FRAME_S, note.end_s) - np.maximum(starts, note.start_s), 0.0, None) / FRAME_S
+        overlap = np.minimum(starts + FRAME_S, note.end_s) - np.maximum(starts, note.start_s)
+        cover = np.clip(overlap, 0.0, None) / FRAME_S
         targets[:, 0] = np.maximum(targets[:, 0], cover)
         mine = cover >= 0.5 - 1e-6  # at least half the frame (float slack: 0.3 - 0.28 < 0.02)
         targets[mine, 1] = math.log2(note.freq_hz / 440.0)
