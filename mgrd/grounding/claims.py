@@ -470,9 +470,9 @@ class Check:
         return f"{self.claim.text!r}: {self.detail}"
 
 
-def _close(claimed: float, fact: float, claim: Claim, measured: bool) -> bool:
+def _close(claimed: float, fact: float, claim: Claim, measured: bool, scale: float = 1.0) -> bool:
     rel, abs_tol = TOLERANCES["rate" if claim.role == "rate" else claim.dim]
-    tol = max(rel * abs(fact), abs_tol, 0.5 * 10.0 ** -claim.decimals if claim.dim != "count" else 0.0)
+    tol = scale * max(rel * abs(fact), abs_tol, 0.5 * 10.0 ** -claim.decimals if claim.dim != "count" else 0.0)
     if measured:
         tol += MEASURED_EXTRA.get(claim.dim, 0.0) + rel * abs(fact)
     return abs(claimed - fact) <= tol + 1e-9
@@ -518,7 +518,7 @@ def _candidates(claim: Claim, facts: Mapping[str, Any], measured: bool) -> tuple
     return values, keys
 
 
-def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Check:
+def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool, scale: float = 1.0) -> Check:
     values, keys = _candidates(claim, facts, measured)
     if not values:
         several = [k for k in facts if _per_sound_levels(facts, k) > 1 and _flat(facts[k])]
@@ -533,7 +533,7 @@ def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Che
         side = "above" if claim.relation == ">" else "below"
         return Check(claim, "supported" if ok else "contradicted",
                      f"{'a' if ok else 'no'} {claim.dim} fact {side} {claim.value:g} ({'/'.join(keys)}: {near})")
-    if any(_close(claim.value, v, claim, measured) for v in values):
+    if any(_close(claim.value, v, claim, measured, scale) for v in values):
         return Check(claim, "supported", f"matches {'/'.join(keys)}")
     if measured and claim.dim in ("s", "db") and facts.get("snr", math.inf) < MEASURED_MIN_SNR_DB:
         return Check(claim, "unverifiable",
@@ -542,7 +542,7 @@ def _check_number(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Che
                  f"{claim.value:g} {claim.dim} matches no fact ({'/'.join(keys)}: {near})")
 
 
-def _check_sequence(claim: Claim, facts: Mapping[str, Any], measured: bool) -> Check | None:
+def _check_sequence(claim: Claim, facts: Mapping[str, Any], measured: bool, scale: float = 1.0) -> Check | None:
     """A listed run against the list facts of its length (from their second element, for a run after "the
     others": one longer): supported when one matches in order; otherwise contradicted (from meta; measured
     events may be split or joined, so there it falls back to the members). None when no list of that length
@@ -556,7 +556,7 @@ def _check_sequence(claim: Claim, facts: Mapping[str, Any], measured: bool) -> C
     lists = [(k, v[skip:]) for k, v in lists if len(v) == skip + len(claim.value)]
     single = [Claim("quantity", "", 0, 0, claim.dim, x, decimals=claim.decimals) for x in claim.value]
     for key, seq in lists:
-        if all(_close(c.value, v, c, measured) for c, v in zip(single, seq)):
+        if all(_close(c.value, v, c, measured, scale) for c, v in zip(single, seq)):
             return Check(claim, "supported", f"matches {key}{f'[{skip}:]' if skip else ''} in order")
     if not lists or measured:
         return None
@@ -662,7 +662,8 @@ def _check_quote(claim: Claim, facts: Mapping[str, Any]) -> Check:
     return Check(claim, "supported" if ok else "contradicted", "in the transcript" if ok else "not what is said")
 
 
-def verify_claims(claims: Iterable[Claim], facts: Mapping[str, Any], measured: bool = False) -> list[Check]:
+def verify_claims(claims: Iterable[Claim], facts: Mapping[str, Any], measured: bool = False,
+                  tolerance: float = 1.0) -> list[Check]:
     """Check each claim against the facts.
 
     Args:
@@ -670,6 +671,8 @@ def verify_claims(claims: Iterable[Claim], facts: Mapping[str, Any], measured: b
         facts: `facts_from_meta(meta)` or `mgrd.grounding.measure.clip_facts(wave)`.
         measured: the facts were measured from audio: tolerances widen by `MEASURED_EXTRA` and a tiny level
             change supports no trend.
+        tolerance: multiplies each number's tolerance (`TOLERANCES`; counts stay exact): a coarser notion of
+            "contradicts the audio" for a model that hears coarsely (the MGRD filter's `claim_tolerance`).
     Returns:
         One `Check` per claim, in order (an unchecked sequence leaves none). A sequence that matches a
         list in order also marks its members supported; one that matches no list of its length (from meta)
@@ -679,7 +682,7 @@ def verify_claims(claims: Iterable[Claim], facts: Mapping[str, Any], measured: b
     checks: dict[int, Check] = {}
     for i, c in enumerate(claims):
         if c.kind == "sequence":
-            seq = _check_sequence(c, facts, measured)
+            seq = _check_sequence(c, facts, measured, tolerance)
             if seq is None:
                 continue  # its members are checked one by one
             checks[i] = seq
@@ -692,7 +695,7 @@ def verify_claims(claims: Iterable[Claim], facts: Mapping[str, Any], measured: b
         if i in checks:
             out.append(checks[i])
         elif c.kind in ("quantity", "bound"):
-            out.append(_check_number(c, facts, measured))
+            out.append(_check_number(c, facts, measured, tolerance))
         elif c.kind == "count":
             out.append(_check_count(c, facts))
         elif c.kind == "compare":

@@ -61,6 +61,9 @@ class FilterConfig:
     """How the filters decide (defaults: our documented rules; the report publishes none)."""
 
     min_lexicon: float = field(default=PASS_SCORE, metadata={"help": "lexicon score a grounded chain needs"})
+    claim_tolerance: float = field(default=1.0, metadata={
+        "help": "multiplies every claim tolerance of the grounding filter (Hz 3 %, times 5 % or 20 ms, levels 1.5 dB; "
+                "counts stay exact); the evaluation's verified-claim rate always uses 1.0"})
     measure_audio: bool = field(default=True, metadata={
         "help": "check claims against measurements of the clip when an item has no meta (else they stay unverified)"})
     coherence: CoherenceConfig = field(default_factory=CoherenceConfig, metadata={"help": "coherence bounds"})
@@ -75,6 +78,8 @@ class FilterConfig:
             raise ValueError(f"judge_criteria: unknown {unknown}; choose from {list(JUDGE_CRITERIA)}")
         if not 0.0 <= self.min_lexicon <= 1.0:
             raise ValueError(f"min_lexicon must lie in [0, 1], got {self.min_lexicon}")
+        if not self.claim_tolerance >= 1.0:
+            raise ValueError(f"claim_tolerance must be >= 1 (it only widens the tolerances), got {self.claim_tolerance}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ def question_text(task: Task, item: dict | Any) -> str:
 
 
 def grounding_verdict(reasoning: str, question: str, facts: Mapping[str, Any], measured: bool,
-                      min_lexicon: float = PASS_SCORE) -> tuple[Verdict, float, list[Check]]:
+                      min_lexicon: float = PASS_SCORE, tolerance: float = 1.0) -> tuple[Verdict, float, list[Check]]:
     """The rule-based grounding verdict of one chain.
 
     Returns:
@@ -132,7 +137,7 @@ def grounding_verdict(reasoning: str, question: str, facts: Mapping[str, Any], m
         claim is contradicted; the reason names the first false claim and what the facts say.
     """
     lexicon = lexicon_score(reasoning, question)
-    checks = verify_claims(extract_claims(reasoning), facts, measured=measured)
+    checks = verify_claims(extract_claims(reasoning), facts, measured=measured, tolerance=tolerance)
     false = [c for c in checks if c.status == "contradicted"]
     checked = [c for c in checks if c.status != "unverifiable"]
     source = "measured audio" if measured else "meta"
@@ -167,7 +172,8 @@ def score_completion(completion: CompletionRecord, item: dict | Any, task: Task,
         completion.add_score("correct", graded.score, graded.reason)
     correct = completion.scores["correct"]
     verdicts = {"correct": Verdict(correct["score"] >= 1.0, correct["reason"])}
-    grounding, lexicon, checks = grounding_verdict(completion.reasoning, question, facts, measured, cfg.min_lexicon)
+    grounding, lexicon, checks = grounding_verdict(completion.reasoning, question, facts, measured, cfg.min_lexicon,
+                                                   cfg.claim_tolerance)
     coherent = check_coherence(completion.reasoning, completion.answer, task.grader, row.get("choices"),
                                cfg.coherence)
     selfcog = check_selfcog(completion.text)

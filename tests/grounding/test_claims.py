@@ -229,3 +229,17 @@ def test_a_noisy_clip_cannot_refute_times_and_levels():
     assert verify_claims(claims, noisy)[0].status == "contradicted"  # meta knows no noise
     tone = _tone(440.0, 0.5)
     assert clip_facts(np.concatenate([np.zeros(1600), tone, np.zeros(1600)]))["snr"] > 60
+
+
+def test_a_wider_tolerance_accepts_near_values_but_never_a_wrong_count():
+    facts = facts_from_meta({"f0_hz": [210.0, 300.0], "durations_s": [0.4, 0.8], "count": 5})
+    chain = "The first tone sits near 230 Hz and lasts 0.45 s. There are 6 beeps."
+    strict = [c.status for c in verify_claims(extract_claims(chain), facts)]
+    wide = [c.status for c in verify_claims(extract_claims(chain), facts, tolerance=4.0)]
+    assert strict[:2] == ["contradicted", "contradicted"]  # 9.5 % and 50 ms off: beyond 3 % and 5 % / 20 ms
+    assert wide[:2] == ["supported", "supported"]  # within 12 % and 20 % / 80 ms
+    assert strict[2] == wide[2] == "contradicted"  # a count is exact at any tolerance
+    bound = [c.status for c in verify_claims(extract_claims("The first tone sits near 290 Hz."), facts, tolerance=4.0)]
+    assert bound == ["contradicted"]  # 290 is within 12 % of the second tone, but the claim is about the first
+    assert [c.status for c in verify_claims(extract_claims("It sits near 600 Hz."), facts, tolerance=4.0)] == \
+        ["contradicted"]
