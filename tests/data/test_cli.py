@@ -114,6 +114,12 @@ def test_every_flag_has_help():
             assert action.help, f"{command.prog}: {action.dest} has no help"
 
 
+def _default_sigint() -> None:
+    """In a child before exec: Ctrl-C handled as in a terminal, whatever this test process inherited (a shell
+    that starts a job in the background without job control makes it ignore SIGINT, and children keep that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _hidden(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
@@ -130,7 +136,7 @@ def test_sigterm_during_synth_cleans_up_like_ctrl_c(tmp_path, to, sig, code, sai
     out = tmp_path / "suite"
     proc = subprocess.Popen([sys.executable, "-m", "mgrd", "data", "synth", "--out", str(out), "--n", "20000",
                              "--workers", "2", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:  # wait until workers have written some wavs
         temps = [p for p in tmp_path.iterdir() if p.name.startswith(".suite.tmp-")]
@@ -195,7 +201,8 @@ def test_ctrl_c_while_the_workers_start_up_leaves_no_traceback(tmp_path, to, n, 
     group, the parent exits 130 and removes its temporary folder."""
     out = tmp_path / "suite"
     proc = subprocess.run([sys.executable, "-c", _SIGINT_AT_POOL_START, str(out), to, n], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, start_new_session=True)
+                          capture_output=True, text=True, timeout=120, start_new_session=True,
+                          preexec_fn=_default_sigint)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip() == said, proc.stderr
     assert out.exists() == (code == 0)
@@ -208,14 +215,18 @@ def test_a_ctrl_c_while_workers_start_is_held_then_raised():
     signal mask are as before afterwards."""
     from mgrd.data.synth.writer import _sigint_held
 
-    reached = []
-    with pytest.raises(KeyboardInterrupt):
-        with _sigint_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            reached.append(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
-    assert reached == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever pytest got
+    try:
+        reached = []
+        with pytest.raises(KeyboardInterrupt):
+            with _sigint_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                reached.append(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        assert reached == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 

@@ -111,7 +111,7 @@ def test_worker_count_does_not_change_the_bytes(tmp_path):
     ({"n": 2.5}, "must be an integer >= 1"),
     ({"n": True}, "must be an integer >= 1"),
     ({"seed": -1}, "seed must be an integer >= 0"),
-    ({"split": "dev"}, "unknown split 'dev'"),
+    ({"split": "valid"}, "unknown split 'valid'"),
     ({"workers": 0}, "workers must be an integer >= 1"),
 ])
 def test_bad_arguments_raise_before_writing(tmp_path, kwargs, message):
