@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
         "Rerunning continues an interrupted speedrun.")
     s.add_argument("--out", default=SPEEDRUN_OUT, help=f"the run folder (default {SPEEDRUN_OUT})")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a key of loop_tiny (e.g. iterations=3); repeatable")
+                   help="override a key of loop_tiny (e.g. iterations=1); repeatable")
     s.add_argument("--examples", type=int, default=4, help="example answers of the final model to print")
     s.set_defaults(func=cmd_speedrun)
 
