@@ -331,7 +331,8 @@ def summarize(bench, variants: dict[str, list[SampleRecord]], opts: ScoreOptions
         "budget_curve": _budget_curve(variants, bench.scale),
         "think": _think(clean),
         "grounding": metrics.grounding([(r.completions[0].reasoning, _question(r), r.extra["fields"].get("meta"))
-                                        for r in clean if r.completions and r.completions[0].answer is not None]),
+                                        for r in clean if r.completions and r.completions[0].answer is not None
+                                        and _hears(r)]),
         "errors": [f"{r.item_id} [{r.extra.get('variant', 'clean')}]: {r.extra['verdict']['error']}"
                    for group in variants.values() for r in group if r.extra["verdict"].get("error")],
         "judge_invalid_items": [r.item_id for r in clean if r.extra["verdict"].get("judge_invalid")],
@@ -342,6 +343,14 @@ def summarize(bench, variants: dict[str, list[SampleRecord]], opts: ScoreOptions
         "settings": settings,
     }
     return summary
+
+
+def _hears(record: SampleRecord) -> bool:
+    """Whether the item came with audio: grounding numbers describe reasoning about sound, so a text-only item's
+    chain (which names no acoustic feature by design) is left out of them."""
+    from mgrd.tokenizer import AUDIO_PATCH_TOKEN
+
+    return AUDIO_PATCH_TOKEN in record.prompt
 
 
 def _question(record: SampleRecord) -> str:

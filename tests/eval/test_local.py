@@ -75,3 +75,13 @@ def test_prompt_past_the_context_is_that_items_error(tiny_model, tiny_suite, tmp
     assert 0 < summary["overall"]["errors"] < 4
     assert summary["overall"]["errors"] + summary["overall"]["official_n"] == 4
     assert all("does not fit the model's 60 positions" in e for e in summary["errors"])
+
+
+def test_grounding_numbers_count_only_items_that_came_with_audio():
+    """A text task's chain names no acoustic feature by design: the grounding rates leave it out."""
+    from mgrd.data.records import SampleRecord
+
+    heard = SampleRecord(item_id="a", task="pitch_compare", prompt="<|BOT|>human\n<audio_patch>Which is higher?",
+                         completions=[])
+    read = SampleRecord(item_id="t", task="text_logic", prompt="<|BOT|>human\nIs 3 > 2?", completions=[])
+    assert harness._hears(heard) and not harness._hears(read)
