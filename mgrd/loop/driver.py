@@ -51,6 +51,7 @@ import yaml
 
 from mgrd.generate import SamplingConfig
 from mgrd.loop.filters import FilterConfig
+from mgrd.loop.report import EVAL_SPLITS
 from mgrd.loop.select import SelectConfig
 from mgrd.train.config import option
 from mgrd.train.perceive import PerceiveConfig
@@ -60,8 +61,7 @@ log = logging.getLogger(__name__)
 DONE = "done.json"
 STAGES = ("curate", "sample", "select", "sft", "rl", "eval")
 COLD_STAGES = ("perceive", "sft", "eval")
-SPLITS = ("train", "dev", "test", "ood")
-EVAL_SPLITS = SPLITS[1:]
+SPLITS = ("train", *EVAL_SPLITS)
 PROMPT_SUFFIX = ("Reason step by step about what you hear: the pitch, loudness, duration, rhythm and timbre of "
                  "the sounds, then answer.")
 
