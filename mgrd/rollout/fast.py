@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +149,9 @@ def _cache_layers(cache):
 class FastDecoder:
     """One decoding step of an `AudioReasoner`'s Qwen2 decoder over a `StaticKV` (see the module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model, rows: int = 1):
+        """`rows`: the slots its steps feed (a `StaticKV`'s `S`); above one, on a CPU with MKL, the matrices are
+        packed for that many rows (`_pack_matrices`; a step of another height is still exact, only slower)."""
         if not supports_fast_path(model):
             raise ValueError("this model is not covered by the fast decode path (see supports_fast_path)")
         self.model = model
@@ -157,12 +160,15 @@ class FastDecoder:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
         self.weights = _prepare_weights(model)
+        if rows > 1 and _can_pack(self.weights):
+            self.weights = _pack_matrices(self.weights, rows)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._compiled = None
 
     def rope_table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin `[length, D_h]` for positions 0..length-1, computed as transformers' rotary embedding does
-        (float32 outer product, then cast), so table lookups equal its per-call values."""
+        """cos and signed sin `[length, D_h]` for positions 0..length-1, computed as transformers' rotary embedding
+        does (float32 outer product, then cast), so table lookups equal its per-call values; the sine's first half is
+        negated (`_rotate`)."""
         if self._rope is None or self._rope[0].shape[0] < length:
             rotary = self.model.model.rotary_emb
             inv_freq = rotary.inv_freq.float()
@@ -171,7 +177,10 @@ class FastDecoder:
             emb = torch.cat((freqs, freqs), dim=-1)
             dtype = self.model.lm_head.weight.dtype
             scale = getattr(rotary, "attention_scaling", 1.0)
-            self._rope = ((emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype))
+            sin = (emb.sin() * scale).to(dtype)
+            half = sin.shape[-1] // 2
+            signed = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # rotate_half's sign moved onto the table
+            self._rope = ((emb.cos() * scale).to(dtype), signed)
         return self._rope
 
     def step(self, kv: StaticKV, tokens: torch.Tensor) -> torch.Tensor:
@@ -189,6 +198,8 @@ class FastDecoder:
         """Compile the step with `torch.compile` (fixed shapes: every step reads the whole buffer; CUDA graphs
         on a GPU with inductor); returns whether it compiled. The first call compiles; a failure there falls back
         to the eager step with a warning."""
+        if isinstance(self.weights[2], _Packed):  # the compiled step multiplies the plain matrices
+            self.weights = _prepare_weights(self.model)
         try:
             cuda = self.model.lm_head.weight.is_cuda and backend == "inductor"
             compiled = torch.compile(_decode_step, backend=backend, mode="reduce-overhead" if cuda else None,
@@ -240,49 +251,105 @@ def _prepare_weights(model) -> tuple:
     return model.model.embed_tokens.weight, model.model.norm.weight, mat(model.lm_head.weight), layers
 
 
-def _matmul(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`x @ W (+ bias)` for `[S, in]` x and a `_prepare_weights` matrix (`[in, out]`, or `[n, in, out / n]`)."""
+class _Packed(NamedTuple):
+    """A matrix packed by MKL for products with inputs of `rows` rows (`_pack_matrices`). `weight` is the same
+    matrix `[out, in]`, which MKL multiplies inputs of other heights by."""
+
+    packed: torch.Tensor
+    weight: torch.Tensor
+    rows: int
+
+
+def _can_pack(weights: tuple) -> bool:
+    """MKL's packed products are there (a CPU build with MKL) and the weights are float32 on a CPU."""
+    head = weights[2]
+    return (head.device.type == "cpu" and head.dtype == torch.float32 and torch.backends.mkl.is_available()
+            and hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
+
+
+def _pack_matrices(weights: tuple, rows: int) -> tuple:
+    """`_prepare_weights`' tuple with every matrix packed by MKL for `rows`-row inputs.
+
+    At a few rows (a rollout's or a server's slots) a product `[S, in] @ [in, out]` over weights streamed from
+    memory runs far below the bandwidth a mat-vec reaches; MKL's packed layout (`cblas_sgemm_pack`, what inductor
+    uses for float32 linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at
+    8 rows on a 2-core Xeon (`benchmarks/RESULTS.md`); no gain at one row, where the split matrices stay. MKL's
+    packed buffers are larger than the matrices (1.7-6x for these shapes), and the `[out, in]` copies are kept beside
+    them (they replace the split copies).
+    """
+    def pack(w: torch.Tensor) -> _Packed:
+        full = torch.cat(list(w.unbind(0)), dim=1) if w.dim() == 3 else w  # [in, out]
+        weight = full.t().contiguous()  # [out, in]
+        return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, rows), weight, rows)
+
+    embed, norm, head, layers = weights
+    return embed, norm, pack(head), [(n1, pack(wqkv), b, pack(wo), n2, pack(wgu), pack(wd))
+                                     for n1, wqkv, b, wo, n2, wgu, wd in layers]
+
+
+def _matmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`x @ W (+ bias)` for `[S, in]` x and a `_prepare_weights` matrix (`[in, out]`, or `[n, in, out / n]`) or
+    a `_Packed` one."""
+    if isinstance(w, _Packed):
+        return torch.ops.mkl._mkl_linear(x, w.packed, w.weight, bias, w.rows)
     if w.dim() == 2:
         return x @ w if bias is None else torch.addmm(bias, x, w)
-    y = torch.bmm(x.expand(w.shape[0], *x.shape), w)  # [n, S, out / n]: one part per thread
-    y = y.transpose(0, 1).reshape(x.shape[0], -1)
-    return y if bias is None else y + bias
+    parts = x.expand(w.shape[0], *x.shape)
+    # [n, S, out / n]: one part per thread
+    y = torch.bmm(parts, w) if bias is None else torch.baddbmm(bias.view(w.shape[0], 1, -1), parts, w)
+    return y.transpose(0, 1).reshape(x.shape[0], -1)
 
 
 def _decode_step(weights, keys, values, valid, length, position, tokens, cos, sin, width, heads, kv_heads, head_dim,
                  eps):
-    """The decoding step proper (a free function over `_prepare_weights`' tensors, for `torch.compile`)."""
+    """The decoding step proper (a free function over `_prepare_weights`' tensors, for `torch.compile`).
+
+    `sin` is the signed table of `FastDecoder.rope_table` (see `_rotate`)."""
     embed, final_norm, head, layers = weights
     x = F.embedding(tokens, embed)  # [S, D]
-    slots = torch.arange(tokens.shape[0], device=tokens.device)
+    rows = x.shape[0]
+    slots = torch.arange(rows, device=tokens.device)
     cos_t, sin_t = cos[position][:, None, :], sin[position][:, None, :]  # [S, 1, D_h]
     mask = valid[:, :width].clone()
     mask[slots, length] = True  # the token written this step attends to itself
     mask = mask[:, None, None, :]  # [S, 1, 1, W]
+    # this step's cache column as rows of a layer's keys viewed `[S * H_kv * T_max, D_h]`: one index_copy_ a write
+    column = ((slots[:, None] * kv_heads + torch.arange(kv_heads, device=tokens.device)) * keys[0].shape[2]
+              + length[:, None]).reshape(-1)  # [S * H_kv]
     group = heads // kv_heads
     for layer, (norm1, wqkv, bqkv, wo, norm2, wgu, wd) in enumerate(layers):
-        qkv = _matmul(_rms_norm(x, norm1, eps), wqkv, bqkv).view(x.shape[0], heads + 2 * kv_heads, head_dim)
+        qkv = _matmul(_rms_norm(x, norm1, eps), wqkv, bqkv).view(rows, heads + 2 * kv_heads, head_dim)
         qk = _rotate(qkv[:, : heads + kv_heads], cos_t, sin_t)  # q and k heads rotated together
-        keys[layer][slots, :, length] = qk[:, heads:].to(keys[layer].dtype)
-        values[layer][slots, :, length] = qkv[:, heads + kv_heads :].to(values[layer].dtype)
+        _write(keys[layer], column, qk[:, heads:])
+        _write(values[layer], column, qkv[:, heads + kv_heads :])
         # the G query heads of a KV head act as its G "query positions": one attention call per layer, no copies
         out = F.scaled_dot_product_attention(
             qk[:, :heads].reshape(-1, kv_heads, group, head_dim), keys[layer][:, :, :width],
             values[layer][:, :, :width], attn_mask=mask, scale=head_dim**-0.5,
         )
-        x = x + _matmul(out.reshape(x.shape[0], -1), wo)
+        x = x + _matmul(out.reshape(rows, -1), wo)
         gate, up = _matmul(_rms_norm(x, norm2, eps), wgu).chunk(2, dim=-1)
         x = x + _matmul(F.silu(gate) * up, wd)
     valid[slots, length] = True
     return _matmul(_rms_norm(x, final_norm, eps), head).float()
 
 
+def _write(cache: torch.Tensor, column: torch.Tensor, heads: torch.Tensor) -> None:
+    """Write `[S, H_kv, D_h]` keys or values into a layer's `[S, H_kv, T_max, D_h]` cache at the flat rows
+    `column` (`_decode_step`)."""
+    cache.view(-1, cache.shape[-1]).index_copy_(0, column, heads.reshape(-1, heads.shape[-1]).to(cache.dtype))
+
+
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Qwen2's RMSNorm: normalise in float32, cast back, then scale (as transformers' `Qwen2RMSNorm`)."""
+    """Qwen2's RMSNorm: normalise in float32, cast back, then scale (as transformers' `Qwen2RMSNorm`); one kernel
+    for a float32 model (the same products: `x * rsqrt(mean(x^2) + eps) * weight`)."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps=eps)
     return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of `[S, H, D_h]` heads (transformers' rotate-half convention)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    """Rotary embedding of `[S, H, D_h]` heads (transformers' rotate-half convention) with the signed sine table
+    (`FastDecoder.rope_table`): `rotate_half(x) * sin == roll(x, D_h / 2) * signed_sin`, product for product, in
+    one roll instead of two slices, a negation and a concatenation."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin

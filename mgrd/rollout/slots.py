@@ -60,7 +60,7 @@ class Slots:
         self.model, self.prompts, self.cfg, self.k, self.pad_id = model, prompts, cfg, num_samples, pad_id
         device = model.lm_head.weight.device
         self.kv = StaticKV.allocate(slots, max(len(p.input_ids) for p in prompts) + max_new_tokens + 1, model)
-        self.decoder = FastDecoder(model)
+        self.decoder = FastDecoder(model, rows=slots)
         if compile:
             self.decoder.compile_step("inductor" if compile is True else compile)
         self.stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)

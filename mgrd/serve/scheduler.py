@@ -367,7 +367,7 @@ class _SlotRows:
 
     def __init__(self, model, max_rows: int, pad: int):
         self.model, self.max_rows, self.pad = model, max_rows, pad
-        self.decoder = FastDecoder(model)
+        self.decoder = FastDecoder(model, rows=max_rows)
         self.limit = int(model.config.text.get("max_position_embeddings", DEFAULT_MAX_POSITIONS)) + 1
         self.last = torch.full((max_rows,), pad, dtype=torch.long, device=model.lm_head.weight.device)
         self.reset()

@@ -8,6 +8,7 @@ seeded refilling is reproducible; models the fast path does not cover (LoRA-wrap
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 
@@ -20,7 +21,7 @@ from mgrd.models import build_model
 from mgrd.models.presets import tiny
 from mgrd.rollout import response_logprobs, rollout, stream_tokens
 from mgrd.rollout.engine import audio_ids, resolve_stop_ids
-from mgrd.rollout.fast import FastDecoder, StaticKV, supports_fast_path
+from mgrd.rollout.fast import FastDecoder, StaticKV, _can_pack, _Packed, supports_fast_path
 from mgrd.rollout.slots import slot_rollout
 
 GREEDY = SamplingConfig(max_new_tokens=12, temperature=0)
@@ -30,6 +31,18 @@ SAMPLED = SamplingConfig(max_new_tokens=12, temperature=0.9, top_k=50, repetitio
 @pytest.fixture(scope="module")
 def model(tok, ids):
     return build_model(tiny(len(tok), ids), seed=4).eval()
+
+
+@pytest.fixture(scope="module")
+def biased(model):
+    """The model with non-zero q/k/v biases (a fresh Qwen2 starts them at zero, which would hide a dropped bias)."""
+    out = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in out.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.copy_(0.1 * torch.randn(proj.bias.shape, generator=gen))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +60,20 @@ def stop_set(model, prompts, cfg) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def test_lean_step_equals_the_forward(model, prompts):
-    """Left-padded batch with audio: at every step the lean step's logits equal the transformers-cache forward."""
+@pytest.mark.parametrize("packed", [False, True], ids=["split", "mkl-packed"])
+def test_lean_step_equals_the_forward(biased, prompts, packed):
+    """Left-padded batch with audio: at every step the lean step's logits equal the transformers-cache forward,
+    with the matrices as split copies or packed by MKL for the batch's rows."""
+    model = biased
+    if packed and not _can_pack(FastDecoder(model).weights):
+        pytest.skip("this torch build has no MKL packed products")
     batch = collate_prompts(prompts, 0)
     out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens, position_ids=batch.position_ids,
                 use_cache=True, logits_to_keep=1)
     kv = StaticKV.allocate(len(prompts), batch.input_ids.shape[1] + 10, model)
     kv.load(list(range(len(prompts))), out.cache, list(range(len(prompts))), batch.attention_mask)
-    decoder = FastDecoder(model)
+    decoder = FastDecoder(model, rows=len(prompts) if packed else 1)
+    assert isinstance(decoder.weights[2], _Packed) == packed
     cache, mask, pos = out.cache, batch.attention_mask, batch.position_ids[:, -1:]
     token = out.logits[:, -1].argmax(-1)
     for _ in range(8):
@@ -65,6 +84,24 @@ def test_lean_step_equals_the_forward(model, prompts):
         # float32 sums in another order: ~1e-6 of logits of size ~1
         torch.testing.assert_close(fast, ref_logits, atol=1e-4, rtol=1e-4)
         token = ref_logits.argmax(-1)
+
+
+@torch.no_grad()
+def test_packed_matrices_serve_a_step_of_another_height(biased, prompts):
+    """A decoder packed for 4 rows run on 6 (MKL multiplies by the kept `[out, in]` matrices): the same logits as
+    the split decoder's."""
+    model = biased
+    if not _can_pack(FastDecoder(model).weights):
+        pytest.skip("this torch build has no MKL packed products")
+    batch = collate_prompts(prompts, 0)
+    out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens, position_ids=batch.position_ids,
+                use_cache=True, logits_to_keep=1)
+    logits = []
+    for rows in (1, 4):
+        kv = StaticKV.allocate(len(prompts), batch.input_ids.shape[1] + 4, model)
+        kv.load(list(range(len(prompts))), out.cache, list(range(len(prompts))), batch.attention_mask)
+        logits.append(FastDecoder(model, rows=rows).step(kv, out.logits[:, -1].argmax(-1)))
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", [GREEDY, dataclasses.replace(GREEDY, repetition_penalty=1.3)], ids=["plain", "pen"])
