@@ -511,7 +511,7 @@ def stage_sample(ctx: Context, t: int, folder: Path) -> dict:
         with torch.no_grad():
             batch = rollout(model, prompts, sampling, num_samples=cfg.k, tokenizer=tokenizer)
         records = records_from_rollout(batch, rows, model_name=str(model_path), iteration=t)
-        score_records(records, rows, cfg.filters)
+        score_records(records, rows, cfg.filters.for_iteration(t))
         append_records(samples, records)
         bar.update(len(chunk))
     bar.close()

@@ -29,6 +29,7 @@ This module decides verdicts; `mgrd.loop.select` turns them into D_audio-cot and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,6 +65,9 @@ class FilterConfig:
     claim_tolerance: float = field(default=1.0, metadata={
         "help": "multiplies every claim tolerance of the grounding filter (Hz 3 %, times 5 % or 20 ms, levels 1.5 dB; "
                 "counts stay exact); the evaluation's verified-claim rate always uses 1.0"})
+    claim_tolerance_by_iteration: tuple[float, ...] = field(default=(), metadata={
+        "help": "claim_tolerance for MGRD iterations 1, 2, ... (the last value holds after), e.g. [4, 2, 1] to "
+                "select for finer claims once enough candidates pass; empty: claim_tolerance every iteration"})
     measure_audio: bool = field(default=True, metadata={
         "help": "check claims against measurements of the clip when an item has no meta (else they stay unverified)"})
     coherence: CoherenceConfig = field(default_factory=CoherenceConfig, metadata={"help": "coherence bounds"})
@@ -78,8 +82,16 @@ class FilterConfig:
             raise ValueError(f"judge_criteria: unknown {unknown}; choose from {list(JUDGE_CRITERIA)}")
         if not 0.0 <= self.min_lexicon <= 1.0:
             raise ValueError(f"min_lexicon must lie in [0, 1], got {self.min_lexicon}")
-        if not self.claim_tolerance >= 1.0:
-            raise ValueError(f"claim_tolerance must be >= 1 (it only widens the tolerances), got {self.claim_tolerance}")
+        for value in (self.claim_tolerance, *self.claim_tolerance_by_iteration):
+            if not value >= 1.0:
+                raise ValueError(f"claim tolerances must be >= 1 (they only widen the tolerances), got {value}")
+
+    def for_iteration(self, t: int) -> "FilterConfig":
+        """The filters of MGRD iteration `t` (1-based): `claim_tolerance` from `claim_tolerance_by_iteration`."""
+        if not self.claim_tolerance_by_iteration:
+            return self
+        schedule = self.claim_tolerance_by_iteration
+        return dataclasses.replace(self, claim_tolerance=schedule[min(t, len(schedule)) - 1])
 
 
 @dataclass(frozen=True)

@@ -174,3 +174,24 @@ def test_config_loads_with_nested_overrides():
     assert (cfg.coherence.min_words, cfg.judge_criteria, cfg.min_lexicon) == (3, ("selfcog",), 0.75)
     with pytest.raises(ConfigKeyError, match="did you mean coherence.max_words"):
         load_config(FilterConfig, overrides=["coherence.max_word=3"])
+
+
+def test_claim_tolerance_schedule_tightens_the_grounding_filter_by_iteration(item):
+    """A pitch 8 % off passes at x4 (12 %) and fails at x1 (3 %): with the schedule [4, 1] iteration 1 keeps the
+    chain, iterations 2 and 3 (the last value holds) reject it; no schedule keeps claim_tolerance throughout."""
+    from mgrd.config import ConfigKeyError, load_config
+
+    row, _ = item
+    f1 = row["meta"]["f0_hz"][0]
+    chain = row["reasonings"]["grounded"].replace(f"near {f1:.0f} Hz", f"near {f1 * 1.08:.0f} Hz")
+    cfg = load_config(FilterConfig, overrides=["claim_tolerance_by_iteration=[4, 1]"])
+    verdicts = []
+    for t in (1, 2, 3):
+        comp = _comp(chain, row["answer"])
+        score_records([_record(row, [("c", comp)])], [row], cfg.for_iteration(t))
+        verdicts.append(comp.scores["grounding"]["score"])
+    assert verdicts == [1.0, 0.0, 0.0]
+    assert [cfg.for_iteration(t).claim_tolerance for t in (1, 2, 5)] == [4.0, 1.0, 1.0]
+    assert FilterConfig(claim_tolerance=2.0).for_iteration(3).claim_tolerance == 2.0
+    with pytest.raises((ValueError, ConfigKeyError), match="claim tolerances must be >= 1"):
+        load_config(FilterConfig, overrides=["claim_tolerance_by_iteration=[4, 0.5]"])
