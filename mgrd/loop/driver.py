@@ -145,6 +145,10 @@ class LoopConfig:
     cold_sft: StageSetup = option(StageSetup(), "the cold-start SFT (iteration 0)")
     cold_audio_cot_weight: float = option(0.5, "cold start: weight of the suite's own grounded audio chains "
                                                "(the report's share of audio CoT); 0: answers only")
+    cold_grounded_share: float = option(
+        1.0, "cold start: the share of the audio CoT items taught with their grounded chain; the rest get the "
+             "suite's text-substitute chain (reasoning from the wording, as the report's cold-start model reasons "
+             "before MGRD shifts it to the sound); 1: grounded chains only")
     sample: SampleSetup = option(SampleSetup(), "sampling of the candidates")
     filters: FilterConfig = option(FilterConfig(), "the four filters")
     select: SelectConfig = option(SelectConfig(), "M, K (samples_per_item), the pass@K band, the text mix")
@@ -154,6 +158,10 @@ class LoopConfig:
         2.0, "the SFT of an iteration ends once D_audio-cot has been drawn this many times over at its mixing share "
              "(at most the sft config's run.max_steps), so a handful of accepted chains is not repeated for hundreds "
              "of draws; 0: always run.max_steps")
+    sft_replay: float = option(
+        0.0, "the SFT of an iteration also trains on this many reference grounded chains of the train suite per "
+             "accepted chain (the cold start's audio CoT, drawn evenly over the families), an anchor against "
+             "drifting on the model's own chains; 0: D_audio-cot ∪ D_task only, as the report")
     rl: StageSetup = option(StageSetup(config="rl_tiny"), "the RL of each iteration on the pass@K band")
     rl_enabled: bool = option(True, "run the RL stage (false: the SFT model goes on)")
     rl_reward: dict[str, float] | None = option(
@@ -177,6 +185,8 @@ class LoopConfig:
             raise ValueError(f"eval.splits must name some of {', '.join(EVAL_SPLITS)}, got {list(self.eval.splits)}")
         if self.sample.batch_items < 1:
             raise ValueError("sample.batch_items must be >= 1")
+        if not 0.0 <= self.cold_grounded_share <= 1.0:
+            raise ValueError(f"cold_grounded_share must lie in [0, 1], got {self.cold_grounded_share}")
 
     @property
     def path(self) -> Path:
@@ -434,6 +444,11 @@ def stage_cold_sft(ctx: Context, folder: Path) -> dict:
             _set("data.audio_qa", {"manifests": [train], "weight": 1.0, "style": "none"}),
             _set("data.audio_cot", {"manifests": [train], "weight": cfg.cold_audio_cot_weight, "style": "grounded"}),
             _set("eval.manifests", [])]
+    if cfg.cold_grounded_share < 1.0:
+        styled = ctx.root / "iter_0" / "cold_audio_cot.jsonl"
+        _write_styled_chains(ctx.items("train"), cfg.cold_grounded_share, styled, cfg.seed)
+        mine.append(_set("data.audio_cot", {"manifests": [str(styled)], "weight": cfg.cold_audio_cot_weight,
+                                            "style": None}))
     perceived = stage_dir(ctx.root, 0, "perceive")
     start = perceived / "final" if is_done(perceived) and not read_done(perceived).get("skipped") else cfg.model
     if start is not None:
@@ -443,6 +458,34 @@ def stage_cold_sft(ctx: Context, folder: Path) -> dict:
                     [f"run.resume={str(resume).lower()}"])
     sft.run(scfg)
     return {}
+
+
+def _write_styled_chains(items: list, share: float, path: Path, seed: int) -> None:
+    """The cold start's audio CoT manifest when `cold_grounded_share` < 1: every audio item with both reference
+    chains, a seeded `share` of them (per family, rounded) taught with the grounded chain and the true answer, the
+    rest with the text-substitute chain and the answer that chain reaches (`meta["substitute_answer"]`, the guess
+    from the wording: a chain and answer that agree, as a model reasoning from text alone writes them; the true
+    answers stay taught by the audio QA source). Deterministic: a resumed stage writes the same file."""
+    import numpy as np
+
+    from mgrd.data.manifest import write_manifest
+
+    rng = np.random.default_rng(seed)
+    out, by_task = [], {}
+    for item in items:
+        if item.audio and {"grounded", "text_substitute"} <= set(item.reasonings):
+            by_task.setdefault(item.task, []).append(item)
+    for task in sorted(by_task):
+        group = by_task[task]
+        grounded = set(rng.permutation(len(group))[: round(share * len(group))].tolist())
+        for i, item in enumerate(group):
+            if i in grounded:
+                out.append(dataclasses.replace(item, reasoning=item.reasonings["grounded"], reasoning_style="grounded"))
+            else:
+                out.append(dataclasses.replace(item, reasoning=item.reasonings["text_substitute"],
+                                               reasoning_style="text_substitute",
+                                               answer=str(item.meta.get("substitute_answer", item.answer))))
+    write_manifest(out, path)
 
 
 def stage_curate(ctx: Context, t: int, folder: Path) -> dict:
@@ -534,7 +577,9 @@ def stage_select(ctx: Context, t: int, folder: Path) -> dict:
         raise LoopError(f"iteration {t}: {len(missing)} question(s) have no samples (first {missing[0]!r}); "
                         "rerun the loop to finish sampling")
     chosen = select.select_audio_cot(records, cfg.select.max_per_item)
-    rows = write_chain_manifest(chosen, questions, folder / "audio_cot.jsonl")
+    replay = select.replay_items(ctx.items("train"), round(cfg.sft_replay * len(chosen)), seed=cfg.seed + t) \
+        if chosen else []
+    rows = write_chain_manifest(chosen, questions, folder / "audio_cot.jsonl", replay)
     sc = cfg.select
     hist = select.pass_histogram(records, cfg.k)
     band = select.band_items(records, cfg.k, sc.band_low, sc.band_high)
@@ -546,7 +591,7 @@ def stage_select(ctx: Context, t: int, folder: Path) -> dict:
     stats = {"iteration": t, "questions": len(questions), "candidates": len(comps), "kept_chains": len(rows),
              "kept_items": len({r["id"].split("#cot")[0] for r in rows}), "filters": filter_summary(records),
              "pass_hist": hist, "band": [sc.band_low, sc.band_high], "band_items": len(band),
-             "rl_items": len(rl_set), "rl_text_items": len(rl_set) - len(band),
+             "rl_items": len(rl_set), "rl_text_items": len(rl_set) - len(band), "replay_chains": len(replay),
              "think_words_mean": sum(len(c.reasoning.split()) for c in comps) / max(len(comps), 1),
              "think_tokens_mean": _mean_think_tokens(comps),
              "closed_think": sum(c.answer is not None for c in comps) / max(len(comps), 1),
@@ -555,10 +600,11 @@ def stage_select(ctx: Context, t: int, folder: Path) -> dict:
     return {k: stats[k] for k in ("kept_chains", "band_items", "rl_items")}
 
 
-def write_chain_manifest(chosen, questions: dict, path: Path) -> list[dict]:
+def write_chain_manifest(chosen, questions: dict, path: Path, replay: list | None = None) -> list[dict]:
     """Write D_audio-cot as a manifest `mgrd sft`'s `audio_cot` source reads: each accepted chain as its item
     (`mgrd.loop.select.audio_cot_items`: id `<item>#cot<j>`, the sampled chain as the grounded reasoning), audio
-    paths relative to the manifest's folder as every manifest keeps them. Returns the rows (as selected)."""
+    paths relative to the manifest's folder as every manifest keeps them; then the `replay` items (train items
+    with their reference grounded chain, id `<item>#ref`). Returns the rows of the accepted chains."""
     from mgrd.data.manifest import write_manifest
     from mgrd.loop.select import audio_cot_items
 
@@ -566,6 +612,9 @@ def write_chain_manifest(chosen, questions: dict, path: Path) -> list[dict]:
     items = [dataclasses.replace(questions[record.item_id], id=row["id"], reasoning=row["reasoning"],
                                  reasoning_style=row["reasoning_style"], reasonings=row["reasonings"])
              for (record, _), row in zip(chosen, rows)]
+    items += [dataclasses.replace(item, id=f"{item.id}#ref", reasoning=item.reasonings["grounded"],
+                                  reasoning_style="grounded", reasonings={"grounded": item.reasonings["grounded"]})
+              for item in replay or []]
     write_manifest(items, path)
     return rows
 

@@ -145,6 +145,25 @@ def audio_cot_items(selected: Sequence[tuple[SampleRecord, CompletionRecord]], i
     return rows
 
 
+def replay_items(items: Sequence[Any], n: int, seed: int = 0) -> list[Any]:
+    """`n` perception items that carry a reference grounded chain (`reasonings["grounded"]`), drawn evenly over
+    their tasks: round robin over the tasks in name order, each task's items in a seeded order, so a family the
+    model's own chains rarely pass still gets its share. Deterministic for a seed; fewer when fewer exist."""
+    rng = np.random.default_rng(seed)
+    by_task: dict[str, list[Any]] = {}
+    for item in items:
+        row = as_row(item)
+        if needs_perception(item) and (row.get("reasonings") or {}).get("grounded"):
+            by_task.setdefault(row["task"], []).append(item)
+    queues = [[group[i] for i in rng.permutation(len(group))] for _, group in sorted(by_task.items())]
+    out: list[Any] = []
+    while len(out) < n and any(queues):
+        for queue in queues:
+            if queue and len(out) < n:
+                out.append(queue.pop(0))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- pass@K
 
 

@@ -197,6 +197,51 @@ def test_selected_chains_round_trip_into_the_sft_data(tmp_path, suite, tok):
     assert examples[0].item.reasoning in target and target.rstrip().endswith("<|EOT|>")
 
 
+def test_replayed_reference_chains_follow_the_accepted_ones(tmp_path, suite):
+    """sft_replay: the chain manifest holds the accepted chains, then reference chains of train items
+    (`<item>#ref`, their grounded chain and true answer, audio where it is)."""
+    from mgrd.loop.select import replay_items
+
+    items = {i.id: i for i in load_manifest(suite["train"]) if i.audio}
+    first = next(iter(items.values()))
+    good = CompletionRecord.from_text(f"{first.reasoning}\n</think>\n{first.answer}", 60, "stop")
+    record = SampleRecord(item_id=first.id, task=first.task, prompt="", completions=[good])
+    score_records([record], items)
+    chosen = select_audio_cot([record], max_per_item=2)
+    replay = replay_items(list(items.values()), 3, seed=1)
+    path = tmp_path / "audio_cot.jsonl"
+    rows = driver.write_chain_manifest(chosen, items, path, replay)
+    back = list(load_manifest(path))
+    assert len(rows) == 1 and [i.id for i in back] == [f"{first.id}#cot0"] + [f"{i.id}#ref" for i in replay]
+    for got, item in zip(back[1:], replay):
+        assert (got.reasoning, got.answer, got.audio) == (item.reasonings["grounded"], item.answer, item.audio)
+
+
+def test_a_cold_start_with_text_substitute_chains(tmp_path, suite, monkeypatch):
+    """cold_grounded_share=0.5: the cold start's audio CoT source is a manifest where half of each family's items
+    carry the grounded chain and true answer, the rest the text-substitute chain and the answer it guesses."""
+    import mgrd.train.sft
+
+    seen = []
+    monkeypatch.setattr(mgrd.train.sft, "run", lambda scfg: seen.append(scfg.data.audio_cot))
+    cfg = _cfg(tmp_path, suite, "cold_grounded_share=0.5")
+    driver.stage_cold_sft(driver.Context(cfg, cfg.path, suite), driver.stage_dir(cfg.path, 0, "sft"))
+    (source,) = seen
+    assert source.style is None and source.manifests == (str(cfg.path / "iter_0" / "cold_audio_cot.jsonl"),)
+    rows = list(load_manifest(source.manifests[0]))
+    audio = [i for i in load_manifest(suite["train"]) if i.audio]
+    assert len(rows) == len(audio)
+    by = {}
+    for row in rows:
+        by.setdefault(row.task, []).append(row.reasoning_style)
+        chain_answer = row.answer if row.reasoning_style == "grounded" else str(row.meta["substitute_answer"])
+        assert row.reasoning == row.reasonings[row.reasoning_style] and row.answer == chain_answer
+    for styles in by.values():
+        assert abs(styles.count("grounded") - styles.count("text_substitute")) <= 1
+    with pytest.raises(ConfigKeyError, match="cold_grounded_share must lie in"):
+        _cfg(tmp_path, suite, "cold_grounded_share=1.5")
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 

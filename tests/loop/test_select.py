@@ -118,3 +118,21 @@ def test_curation_keeps_audio_questions_that_need_perception():
     assert perception_items(kept + dropped) == kept
     with pytest.raises(ValueError, match="data/m.jsonl has no audio questions that need perception \\(4 item"):
         perception_items(dropped, "data/m.jsonl")
+
+
+def test_replay_draws_reference_chains_evenly_over_the_families():
+    from mgrd.loop.select import replay_items
+
+    def row(i, task, grounded=True, audio=True):
+        return {"id": f"{task}-{i}", "task": task, "audio": ["x.wav"] if audio else [], "answer": "1",
+                "reasonings": {"grounded": f"chain {i}"} if grounded else {}}
+
+    items = ([row(i, "pitch_compare") for i in range(10)] + [row(i, "louder_beeps") for i in range(2)]
+             + [row(i, "higher_longer", grounded=False) for i in range(5)]  # no reference chain: never drawn
+             + [row(i, "text_logic", audio=False) for i in range(5)])  # no audio: not a perception item
+    got = replay_items(items, 5, seed=3)
+    assert [r["task"] for r in got] == ["louder_beeps", "pitch_compare"] * 2 + ["pitch_compare"]
+    assert len({r["id"] for r in got}) == 5
+    assert got == replay_items(items, 5, seed=3) and got != replay_items(items, 5, seed=4)
+    assert len(replay_items(items, 50)) == 12  # every drawable item, once
+    assert replay_items(items, 0) == []
