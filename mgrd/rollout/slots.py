@@ -47,6 +47,8 @@ class Sampled:
 
     def only(self, slots: list[int]) -> "Sampled":
         """The choices of `slots` (a subset of `self.slots`, which must be 0..S-1 in order)."""
+        if len(slots) == len(self.slots):  # all of them: nothing to gather
+            return self
         at = torch.tensor(slots, dtype=torch.long, device=self.tokens.device)
         return Sampled(slots, self.tokens[at], self.logprobs[at], self.policy_logprobs[at], self.stopped[at])
 
