@@ -9,7 +9,7 @@ gets there with a few ops per layer over fixed buffers:
   column (`length`), with a `valid` key mask per slot; slots may hold sequences of different lengths (left
   padding from a batched prefill, or a slot refilled with a new prompt), so one step serves all of them;
 - `FastDecoder`: takes the model's weights when built (on a CPU as copies split over the threads, see
-  `_prepare_weights`, or packed by MKL for a decoder of several slots, see `_pack_matrices`: build one per
+  `_prepare_weights`, or packed by MKL for a decoder of several slots: build one per
   rollout, after any update), embeds the `[S]` last tokens, runs the layers
   with rotary positions from a table (computed as transformers computes them), one grouped
   `scaled_dot_product_attention` per layer, and returns `[S, V]` float32 logits. Only the attended width is
@@ -152,7 +152,7 @@ class FastDecoder:
 
     def __init__(self, model, rows: int = 1):
         """`rows`: the slots its steps feed (a `StaticKV`'s `S`); above one, on a CPU with MKL, the matrices are
-        packed for that many rows (`_pack_matrices`; a step of another height is still exact, only slower)."""
+        packed for that many rows (`_prepare_weights`; a step of another height is still exact, only slower)."""
         if not supports_fast_path(model):
             raise ValueError("this model is not covered by the fast decode path (see supports_fast_path)")
         self.model = model
@@ -160,9 +160,7 @@ class FastDecoder:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
-        self.weights = _prepare_weights(model)
-        if rows > 1 and _can_pack(self.weights):
-            self.weights = _pack_matrices(self.weights, rows)
+        self.weights = _prepare_weights(model, rows)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._compiled = None
 
@@ -222,21 +220,32 @@ class FastDecoder:
         return True
 
 
-def _prepare_weights(model) -> tuple:
+def _prepare_weights(model, rows: int = 1) -> tuple:
     """The decoder's weights as a step multiplies them (`_matmul`): `(embedding, final norm, lm_head, layers)`,
     each layer `(norm 1, W_qkv, b_qkv, W_o, norm 2, W_gate_up, W_down)`, with q/k/v and gate/up each fused into one
     matrix (fewer, larger products).
 
-    Every matrix is `[in, out]` (`x @ W`). On a CPU with n > 1 torch threads each is split by output columns into
-    n parts `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread over the threads,
-    but a batched product of n parts runs one part per thread, which reads the weights about 1.3-1.6x faster here
-    (`benchmarks/RESULTS.md`). These are copies of the parameters, made once per decoder (one rollout call, or one
-    server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
+    For steps of one row every matrix is `[in, out]` (`x @ W`). On a CPU with n > 1 torch threads each is split by
+    output columns into n parts `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread
+    over the threads, but a batched product of n parts runs one part per thread, which reads the weights about
+    1.3-1.6x faster on the EPYC (`benchmarks/RESULTS.md`). These are copies of the parameters, made once per
+    decoder (one rollout call, or one server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
+
+    For steps of `rows` > 1 rows on a CPU with MKL (`_can_pack`) every matrix is `_Packed` for that many rows:
+    there a product `[S, in] @ [in, out]` over weights streamed from memory runs far below the bandwidth a mat-vec
+    reaches, and MKL's packed layout (`cblas_sgemm_pack`, what inductor uses for float32 linears on a CPU) is read
+    in the order its kernel consumes it: 1.26x per decoding step at 8 rows on a 2-core Xeon; no gain at one row.
+    MKL's packed buffers are larger than the matrices (1.7-6x for these shapes); the fused `[out, in]` matrices
+    are kept beside them, the others stay views of the parameters.
     """
     device = model.lm_head.weight.device
     parts = torch.get_num_threads() if device.type == "cpu" else 1
+    pack = rows > 1 and _can_pack(model.lm_head.weight)
 
-    def mat(*ws: torch.Tensor) -> torch.Tensor:
+    def mat(*ws: torch.Tensor) -> torch.Tensor | _Packed:
+        if pack:
+            weight = torch.cat([w.detach() for w in ws]) if len(ws) > 1 else ws[0].detach()  # [out, in]
+            return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, rows), weight, rows)
         wt = torch.cat([w.detach() for w in ws]).t() if len(ws) > 1 else ws[0].detach().t()  # [in, out]
         if parts == 1 or wt.shape[1] % parts:
             return wt.contiguous() if device.type == "cpu" else wt
@@ -253,39 +262,19 @@ def _prepare_weights(model) -> tuple:
 
 
 class _Packed(NamedTuple):
-    """A matrix packed by MKL for products with inputs of `rows` rows (`_pack_matrices`). `weight` is the same
-    matrix `[out, in]`, which MKL multiplies inputs of other heights by."""
+    """A matrix packed by MKL for products with inputs of `rows` rows (`_prepare_weights`). `weight` is the same
+    matrix `[out, in]` (contiguous), which MKL multiplies inputs of other heights by."""
 
     packed: torch.Tensor
     weight: torch.Tensor
     rows: int
 
 
-def _can_pack(weights: tuple) -> bool:
-    """MKL's packed products are there (a CPU build with MKL) and the weights are float32 on a CPU."""
-    head = weights[2]
-    return (head.device.type == "cpu" and head.dtype == torch.float32 and torch.backends.mkl.is_available()
+def _can_pack(weight: torch.Tensor) -> bool:
+    """MKL's packed products are there (a CPU build with MKL) and the decoder's weights (`weight`, one of them)
+    are float32 on a CPU."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
             and hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
-
-
-def _pack_matrices(weights: tuple, rows: int) -> tuple:
-    """`_prepare_weights`' tuple with every matrix packed by MKL for `rows`-row inputs.
-
-    At a few rows (a rollout's or a server's slots) a product `[S, in] @ [in, out]` over weights streamed from
-    memory runs far below the bandwidth a mat-vec reaches; MKL's packed layout (`cblas_sgemm_pack`, what inductor
-    uses for float32 linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at
-    8 rows on a 2-core Xeon (`benchmarks/RESULTS.md`); no gain at one row, where the split matrices stay. MKL's
-    packed buffers are larger than the matrices (1.7-6x for these shapes), and the `[out, in]` copies are kept beside
-    them (they replace the split copies).
-    """
-    def pack(w: torch.Tensor) -> _Packed:
-        full = torch.cat(list(w.unbind(0)), dim=1) if w.dim() == 3 else w  # [in, out]
-        weight = full.t().contiguous()  # [out, in]
-        return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, rows), weight, rows)
-
-    embed, norm, head, layers = weights
-    return embed, norm, pack(head), [(n1, pack(wqkv), b, pack(wo), n2, pack(wgu), pack(wd))
-                                     for n1, wqkv, b, wo, n2, wgu, wd in layers]
 
 
 def _matmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
