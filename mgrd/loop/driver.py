@@ -84,6 +84,10 @@ class DataSetup:
     test: str | None = option(None, "held-out test manifest (or suite folder); null: synthetic (the suite's test "
                                     "split: parameter ranges disjoint from training)")
     ood: str | None = option(None, "out-of-distribution manifest (or suite folder); null: synthetic")
+    pool: str | None = option(None, "manifest (or suite folder) the iterations curate their audio questions from "
+                                    "instead of the train split: items the cold start never trained on, whose "
+                                    "answers reach the model only through the correctness filter and RL's reward; "
+                                    "null: the synthetic pool when synth_pool > 0, else the train split")
     synth_families: tuple[str, ...] = option(
         ("pitch_compare", "duration_compare", "higher_longer", "louder_beeps", "text_logic", "text_compare"),
         "families of the synthetic suite (audio questions and text tasks)")
@@ -91,6 +95,8 @@ class DataSetup:
     synth_dev: int = option(48, "items of the synthetic dev split")
     synth_test: int = option(48, "items of the synthetic test split")
     synth_ood: int = option(48, "items of the synthetic ood split")
+    synth_pool: int = option(0, "items of the synthetic pool split (new items drawn like the train split's, which "
+                                "the iterations sample instead of the cold start's own items); 0: no pool")
     synth_seed: int = option(0, "seed of the synthetic suite")
 
 
@@ -280,12 +286,13 @@ def _manifest(path: str | Path, what: str) -> Path:
 
 
 def prepare_data(cfg: LoopConfig, root: Path) -> dict[str, Path]:
-    """The manifests of train and the evaluated splits: the given ones, or the synthetic suite written once into
-    `root/data/`."""
+    """The manifests of train, the evaluated splits and the pool (when one is set): the given ones, or the
+    synthetic suite written once into `root/data/`."""
     sizes = {"train": cfg.data.synth_train, "dev": cfg.data.synth_dev, "test": cfg.data.synth_test,
-             "ood": cfg.data.synth_ood}
+             "ood": cfg.data.synth_ood, "pool": cfg.data.synth_pool}
+    pool = ("pool",) if cfg.data.pool is not None or cfg.data.synth_pool > 0 else ()
     out = {}
-    for split in ("train", *cfg.eval.splits):
+    for split in ("train", *cfg.eval.splits, *pool):
         given = getattr(cfg.data, split)
         if given is not None:
             out[split] = _manifest(given, split)
@@ -489,14 +496,16 @@ def _write_styled_chains(items: list, share: float, path: Path, seed: int) -> No
 
 
 def stage_curate(ctx: Context, t: int, folder: Path) -> dict:
-    """The audio questions that need perception, a seeded draw of `items_per_iteration` -> questions.jsonl."""
+    """The audio questions that need perception, of the pool when there is one (else of the train split), a seeded
+    draw of `items_per_iteration` -> questions.jsonl."""
     import numpy as np
 
     from mgrd.data.manifest import write_manifest
     from mgrd.loop.select import perception_items
 
     cfg = ctx.cfg
-    items = perception_items(ctx.items("train"), source=str(ctx.manifests["train"]))
+    split = "pool" if "pool" in ctx.manifests else "train"
+    items = perception_items(ctx.items(split), source=str(ctx.manifests[split]))
     n = cfg.sample.items_per_iteration
     if n and n < len(items):
         picked = np.random.default_rng([cfg.seed, t]).choice(len(items), n, replace=False)

@@ -251,6 +251,28 @@ def test_unknown_config_key_is_named(tmp_path, suite):
     assert loop_main(["loop", "--set", "iterationz=2"]) == 2
 
 
+def test_the_iterations_curate_from_the_pool_of_new_items(tmp_path, suite):
+    """With data.synth_pool the iterations ask new items drawn like the train split's, none of the cold start's."""
+    cfg = _cfg(tmp_path, suite, "data.synth_pool=9", "data.synth_families=[pitch_compare, text_logic]")
+    manifests = driver.prepare_data(cfg, cfg.path)
+    assert manifests["pool"] == cfg.path / "data" / "pool" / "manifest.jsonl"
+    pool = list(load_manifest(manifests["pool"]))
+    assert len(pool) == 9 and {item.meta["split"] for item in pool if item.audio} == {"pool"}
+    driver.stage_curate(driver.Context(cfg, cfg.path, manifests), 1, tmp_path / "curate")
+    asked = list(load_manifest(tmp_path / "curate" / "questions.jsonl"))
+    train = list(load_manifest(suite["train"]))
+    assert [q.id for q in asked] == [item.id for item in pool if item.task == "pitch_compare"]
+    heard = [json.dumps({k: v for k, v in item.meta.items() if k != "split"}, sort_keys=True) for item in asked]
+    assert not set(heard) & {json.dumps({k: v for k, v in item.meta.items() if k != "split"}, sort_keys=True)
+                             for item in train}
+    # without a pool the train split's audio questions are asked
+    plain = _cfg(tmp_path, suite, "name=plain")
+    driver.stage_curate(driver.Context(plain, plain.path, driver.prepare_data(plain, plain.path)), 1,
+                        tmp_path / "curate_train")
+    assert {q.id for q in load_manifest(tmp_path / "curate_train" / "questions.jsonl")} == \
+        {item.id for item in train if item.audio}
+
+
 def test_a_manifest_without_perception_items_is_refused(tmp_path, suite):
     text = synthesize(tmp_path / "text", n=4, seed=0, families=["text_logic"], workers=1, progress=False)
     cfg = _cfg(tmp_path, suite, f"data.train={text}")

@@ -22,7 +22,7 @@ from typing import Callable, Literal, get_args
 import numpy as np
 
 SAMPLE_RATE = 16_000
-SPLITS = ("train", "test", "ood", "dev")  # dev: new items drawn like train's (appended: seeds of the rest kept)
+SPLITS = ("train", "test", "ood", "dev", "pool")  # dev, pool: new items drawn like train's (appended: seeds kept)
 Kind = Literal["acoustic", "compositional", "speech", "text", "conversation"]
 Grader = Literal["choice", "numeric", "exact"]  # "exact": the normalised answer string itself
 KINDS: tuple[str, ...] = get_args(Kind)

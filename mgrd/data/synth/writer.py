@@ -222,8 +222,8 @@ def synthesize(out_dir, n: int, seed: int, families=None, split: str = "train", 
         n: total number of items, spread round-robin over the families.
         seed: non-negative integer; the whole suite is a pure function of (seed, families, split, n).
         families: family names; None means `DEFAULT_FAMILIES` (every non-speech audio family).
-        split: "train", "dev" (new items drawn like train's), "test" (disjoint parameter ranges) or "ood" (test
-            ranges + corruption).
+        split: "train", "dev" or "pool" (new items drawn like train's), "test" (disjoint parameter ranges) or
+            "ood" (test ranges + corruption).
         overwrite: replace a non-empty `out_dir`.
         workers: processes; None picks 1 for small suites, else the CPU count (at most 8).
         progress: show a tqdm progress bar on stderr.
