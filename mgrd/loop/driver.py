@@ -6,8 +6,9 @@ pretrained), `sft` (the cold-start SFT of that model, or of the given model, or 
 task data; skipped with `cold_start=false`), then `eval`. Iteration t >= 1 runs these stages, each in its own
 folder `runs/<name>/iter_<t>/<stage>/`:
 
-    curate   the audio questions that need perception (`mgrd.loop.select.perception_items`), a seeded draw
-             of `sample.items_per_iteration` of them -> `questions.jsonl`
+    curate   the audio questions that need perception (`mgrd.loop.select.perception_items`) of the train split,
+             or of the pool of new items when one is set (`data.pool`, `data.synth_pool`), a seeded draw of
+             `sample.items_per_iteration` of them -> `questions.jsonl`
     sample   K completions per question from the current model (`mgrd.rollout.rollout`), the question
              followed by `sample.prompt_suffix` (a request to reason about acoustic features); each batch
              scored by the four filters (`mgrd.loop.filters.score_records`) and appended to `samples.jsonl`
