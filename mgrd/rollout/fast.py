@@ -302,6 +302,8 @@ def _decode_step(weights, keys, values, valid, length, position, tokens, cos, si
     cos_t, sin_t = cos[position][:, None, :], sin[position][:, None, :]  # [S, 1, D_h]
     mask = valid[:, :width].clone()
     mask[slots, length] = True  # the token written this step attends to itself
+    # additive, made once per step (a boolean mask is turned into this by every attention call)
+    mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
     mask = mask[:, None, None, :]  # [S, 1, 1, W]
     # this step's cache column as rows of a layer's keys viewed `[S * H_kv * T_max, D_h]`: one index_copy_ a write
     column = ((slots[:, None] * kv_heads + torch.arange(kv_heads, device=tokens.device)) * keys[0].shape[2]
