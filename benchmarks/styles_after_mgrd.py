@@ -12,7 +12,8 @@ from the same perceived encoder per seed:
                        an empty think block), and no iterations.
 (ii)  text_substitute: a cold start whose audio chains are all the suite's text-substitute ones
                        (`cold_grounded_share=0`: they argue from the wording and end on the answer the wording
-                       suggests), and no iterations.
+                       suggests), and no iterations. `text_substitute_only` (not run by default) also drops the
+                       answer-only audio items, so the model always reasons from the wording.
 The cold starts of (i) and (ii) run as many optimiser steps as (iii)'s cold start plus all of its iterations' SFT
 and RL steps (read from (iii)'s run), so no arm trains longer; (iii)'s own cold start (iteration 0, the grounded
 style before MGRD) is reported beside them.
@@ -42,8 +43,12 @@ import loop_variants  # noqa: E402
 import reasoning_styles  # noqa: E402
 
 COMPOSITIONAL = ("higher_longer", "louder_beeps")
-BASELINES = {"direct": ["cold_audio_cot_weight=0.0"], "text_substitute": ["cold_grounded_share=0.0"]}
-LABEL = {"direct": "(i) direct", "text_substitute": "(ii) text-substitute", "grounded_cold": "grounded cold start",
+# arm -> (loop overrides, overrides of its cold-start SFT)
+BASELINES = {"direct": (["cold_audio_cot_weight=0.0"], []),
+             "text_substitute": (["cold_grounded_share=0.0"], []),
+             "text_substitute_only": (["cold_grounded_share=0.0"], ["data.audio_qa={manifests: [], weight: 0.0}"])}
+LABEL = {"direct": "(i) direct", "text_substitute": "(ii) text-substitute",
+         "text_substitute_only": "(ii') text-substitute, no answer-only audio items", "grounded_cold": "grounded cold start",
          "mgrd": "(iii) after MGRD"}
 
 
@@ -58,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dev-items", type=int, default=1200, help="items of the large dev suite")
     p.add_argument("--dev-seed", type=int, default=7, help="suite seed of the large dev suite")
     p.add_argument("--buckets", type=int, default=4, help="think-length buckets per arm")
-    p.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES),
+    p.add_argument("--baselines", nargs="+", default=["direct", "text_substitute"], choices=list(BASELINES),
                    help="the cold-start arms to train beside (iii)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="loop config overrides for every arm")
     p.add_argument("--progress", action="store_true", help="show the stages' progress bars")
@@ -82,9 +87,9 @@ def baseline_run(args, seed: int, arm: str, mgrd_root: Path, cold_steps: int) ->
 
     name = f"s{seed}_{arm}"
     overrides = [f"out_dir={args.out}", f"name={name}", f"seed={seed}", f"progress={str(args.progress).lower()}",
-                 *args.set, *BASELINES[arm], "iterations=0"]
+                 *args.set, *BASELINES[arm][0], "iterations=0"]
     cfg = driver.load(args.config, overrides)
-    cold = list(cfg.cold_sft.overrides) + [f"run.max_steps={cold_steps}"]
+    cold = list(cfg.cold_sft.overrides) + BASELINES[arm][1] + [f"run.max_steps={cold_steps}"]
     cfg = driver.load(args.config, overrides + [f"cold_sft.overrides={json.dumps(cold)}"])
     root = cfg.path
     if not root.exists():
@@ -94,7 +99,7 @@ def baseline_run(args, seed: int, arm: str, mgrd_root: Path, cold_steps: int) ->
         rows = [line for line in (mgrd_root / "stages.jsonl").read_text().splitlines()
                 if json.loads(line)["stage"] == "perceive"]
         (root / "stages.jsonl").write_text("".join(f"{line}\n" for line in rows))
-    print(f"loop {name}: cold start of {cold_steps} steps ({' '.join(BASELINES[arm])})", flush=True)
+    print(f"loop {name}: cold start of {cold_steps} steps ({' '.join(BASELINES[arm][0] + BASELINES[arm][1])})", flush=True)
     return driver.run(cfg, resume=(root / "config.yaml").is_file())
 
 
