@@ -48,8 +48,8 @@ BASELINES = {"direct": (["cold_audio_cot_weight=0.0"], []),
              "text_substitute": (["cold_grounded_share=0.0"], []),
              "text_substitute_only": (["cold_grounded_share=0.0"], ["data.audio_qa={manifests: [], weight: 0.0}"])}
 LABEL = {"direct": "(i) direct", "text_substitute": "(ii) text-substitute",
-         "text_substitute_only": "(ii') text-substitute, no answer-only audio items", "grounded_cold": "grounded cold start",
-         "mgrd": "(iii) after MGRD"}
+         "text_substitute_only": "(ii') text-substitute, no answer-only audio items",
+         "grounded_cold": "grounded cold start", "mgrd": "(iii) after MGRD"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,7 +99,8 @@ def baseline_run(args, seed: int, arm: str, mgrd_root: Path, cold_steps: int) ->
         rows = [line for line in (mgrd_root / "stages.jsonl").read_text().splitlines()
                 if json.loads(line)["stage"] == "perceive"]
         (root / "stages.jsonl").write_text("".join(f"{line}\n" for line in rows))
-    print(f"loop {name}: cold start of {cold_steps} steps ({' '.join(BASELINES[arm][0] + BASELINES[arm][1])})", flush=True)
+    settings = " ".join(BASELINES[arm][0] + BASELINES[arm][1])
+    print(f"loop {name}: cold start of {cold_steps} steps ({settings})", flush=True)
     return driver.run(cfg, resume=(root / "config.yaml").is_file())
 
 

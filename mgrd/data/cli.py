@@ -47,8 +47,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--families", action="append", metavar="NAMES",
                    help="comma-separated family names, repeatable (default: every non-speech audio family; see --list)")
     p.add_argument("--split", choices=SPLITS, default="train",
-                   help="train, dev or pool (new items drawn like train's), test (disjoint parameter ranges) or ood (test "
-                   "ranges + noise/speed corruption) (default train)")
+                   help="train, dev or pool (new items drawn like train's), test (disjoint parameter ranges) or ood "
+                   "(test ranges + noise/speed corruption) (default train)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: 1 for small suites, else the CPU count)")
