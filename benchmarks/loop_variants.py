@@ -35,7 +35,13 @@ VARIANTS = {
     "x2": ["filters.claim_tolerance=2.0", "filters.claim_tolerance_by_iteration=[]"],
     "x4_x2_x1": ["filters.claim_tolerance_by_iteration=[4.0, 2.0, 1.0]"],
     "x4_replay": ["filters.claim_tolerance=4.0", "filters.claim_tolerance_by_iteration=[]", "sft_replay=1.0"],
+    # not run by default (RESULTS: "Two more levers"): new items for the iterations, and a 40-step RL stage
+    "pool": ["filters.claim_tolerance_by_iteration=[4.0, 2.0, 1.0]", "data.synth_pool=1200"],
+    "pool_rl40": ["filters.claim_tolerance_by_iteration=[4.0, 2.0, 1.0]", "data.synth_pool=1200",
+                  "rl.overrides=[run.max_steps=40, run.save_every=20, run.tensorboard=false, algo.prompts_per_step=8, "
+                  "sampling.max_new_tokens=96, optim.lr=5.0e-5]"],
 }
+DEFAULT_VARIANTS = ["x4", "x2", "x4_x2_x1", "x4_replay"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="runs/loop_variants", help="folder for the runs, the dev suite and results.json")
     p.add_argument("--config", default="loop_tiny", help="loop config every variant starts from")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="loop seeds (each its own cold start)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
                    help="variants to run; the first one runs the cold start the others reuse")
     p.add_argument("--dev-items", type=int, default=1200, help="items of the large dev suite (spread over the families)")
     p.add_argument("--dev-seed", type=int, default=7, help="suite seed of the large dev suite (not the loop's)")
