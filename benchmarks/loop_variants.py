@@ -71,15 +71,27 @@ def run_variant(args, seed: int, variant: str, first: str) -> Path:
     root = cfg.path
     if variant != first and not root.exists():
         base = Path(args.out) / f"s{seed}_{first}"
-        root.mkdir(parents=True)
-        shutil.copytree(base / "data", root / "data")
-        shutil.copytree(base / "iter_0", root / "iter_0", ignore=shutil.ignore_patterns("eval_dev_large"))
+        seed_run(base, root, driver.COLD_STAGES)
         shutil.copy2(base / "config.yaml", root / "config.yaml")
-        rows = [line for line in (base / "stages.jsonl").read_text().splitlines()
-                if json.loads(line)["iteration"] == 0]
-        (root / "stages.jsonl").write_text("".join(f"{line}\n" for line in rows))
     print(f"loop {name} ({' '.join(VARIANTS[variant])})", flush=True)
     return driver.run(cfg, resume=(root / "config.yaml").is_file())
+
+
+def seed_run(base: Path, root: Path, stages: tuple[str, ...]) -> None:
+    """Start the run folder `root` from `base`'s: its suites and the finished iteration-0 `stages` (folders and
+    their rows of `stages.jsonl`), so the loop run in `root` skips them."""
+    root.mkdir(parents=True)
+    shutil.copytree(base / "data", root / "data")
+    for stage in stages:
+        shutil.copytree(base / "iter_0" / stage, root / "iter_0" / stage)
+    rows = [line for line in (base / "stages.jsonl").read_text().splitlines()
+            if json.loads(line)["iteration"] == 0 and json.loads(line)["stage"] in stages]
+    (root / "stages.jsonl").write_text("".join(f"{line}\n" for line in rows))
+
+
+def eval_folder(root: Path, t: int) -> Path:
+    """Where iteration t's model of a run answers the large dev suite."""
+    return root / f"iter_{t}" / "eval_dev_large"
 
 
 def dev_suite(args, families: list[str]) -> Path:
@@ -102,7 +114,7 @@ def evaluate(root: Path, dev: Path, cfg, first: int = 0) -> list[dict]:
     out = []
     for t in range(first, cfg.iterations + 1):
         model = driver.model_after(root, cfg, t)
-        summary = run_eval(EvalConfig(task="synthetic", data=str(dev), out=root / f"iter_{t}" / "eval_dev_large",
+        summary = run_eval(EvalConfig(task="synthetic", data=str(dev), out=eval_folder(root, t),
                                       model=str(model), batch_size=cfg.eval.batch_size, device="cpu",
                                       sampling=SamplingConfig(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0),
                                       report=False, progress=False))

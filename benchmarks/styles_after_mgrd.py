@@ -93,19 +93,10 @@ def baseline_run(args, seed: int, arm: str, mgrd_root: Path, cold_steps: int) ->
     cfg = driver.load(args.config, overrides + [f"cold_sft.overrides={json.dumps(cold)}"])
     root = cfg.path
     if not root.exists():
-        root.mkdir(parents=True)
-        shutil.copytree(mgrd_root / "data", root / "data")
-        shutil.copytree(mgrd_root / "iter_0" / "perceive", root / "iter_0" / "perceive")
-        rows = [line for line in (mgrd_root / "stages.jsonl").read_text().splitlines()
-                if json.loads(line)["stage"] == "perceive"]
-        (root / "stages.jsonl").write_text("".join(f"{line}\n" for line in rows))
+        loop_variants.seed_run(mgrd_root, root, ("perceive",))
     settings = " ".join(BASELINES[arm][0] + BASELINES[arm][1])
     print(f"loop {name}: cold start of {cold_steps} steps ({settings})", flush=True)
     return driver.run(cfg, resume=(root / "config.yaml").is_file())
-
-
-def eval_folder(root: Path, t: int) -> Path:
-    return root / f"iter_{t}" / "eval_dev_large"
 
 
 def summarise(folders: dict[int, Path], n_buckets: int) -> dict:
@@ -174,14 +165,14 @@ def main(argv: list[str] | None = None) -> None:
         mgrd_root = loop_variants.run_variant(lv, seed, args.variant, args.variant)
         cfg = driver.load(mgrd_root / "config.yaml")
         loop_variants.evaluate(mgrd_root, dev, cfg, first=0)
-        folders["grounded_cold"][seed] = eval_folder(mgrd_root, 0)
-        folders["mgrd"][seed] = eval_folder(mgrd_root, cfg.iterations)
+        folders["grounded_cold"][seed] = loop_variants.eval_folder(mgrd_root, 0)
+        folders["mgrd"][seed] = loop_variants.eval_folder(mgrd_root, cfg.iterations)
         cold = next(int(o.split("=", 1)[1]) for o in reversed(cfg.cold_sft.overrides) if o.startswith("run.max_steps="))
         steps[seed] = {"cold_start": cold, "iterations": loop_steps(mgrd_root)}
         for arm in args.baselines:
             root = baseline_run(args, seed, arm, mgrd_root, cold + steps[seed]["iterations"])
             loop_variants.evaluate(root, dev, driver.load(root / "config.yaml"))
-            folders[arm][seed] = eval_folder(root, 0)
+            folders[arm][seed] = loop_variants.eval_folder(root, 0)
     order = [*args.baselines, "grounded_cold", "mgrd"]
     results = {"seeds": args.seeds, "steps": steps, "chance": reasoning_styles.chance(dev_subset(dev)),
                "arms": {arm: summarise(folders[arm], args.buckets) for arm in order}}

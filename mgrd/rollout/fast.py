@@ -8,10 +8,10 @@ gets there with a few ops per layer over fixed buffers:
 - `StaticKV`: keys/values `[S, H_kv, T_max, D_h]` per layer, allocated once, written in place at each slot's own
   column (`length`), with a `valid` key mask per slot; slots may hold sequences of different lengths (left
   padding from a batched prefill, or a slot refilled with a new prompt), so one step serves all of them;
-- `FastDecoder`: takes the model's weights when built (on a CPU as copies split over the threads, see
-  `_prepare_weights`, or packed by MKL for a decoder of several slots: build one per
-  rollout, after any update), embeds the `[S]` last tokens, runs the layers
-  with rotary positions from a table (computed as transformers computes them), one grouped
+- `FastDecoder`: takes the model's weights when built (on a CPU as copies split over the threads, or packed by
+  MKL for a decoder of several slots, see `_prepare_weights`: build one per rollout, after any update), embeds
+  the `[S]` last tokens, runs the layers with rotary positions from a table (computed as transformers computes
+  them), one grouped
   `scaled_dot_product_attention` per layer, and returns `[S, V]` float32 logits. Only the attended width is
   read; it is tracked on the host (no sync).
 
