@@ -9,7 +9,8 @@ gets there with a few ops per layer over fixed buffers:
   column (`length`), with a `valid` key mask per slot; slots may hold sequences of different lengths (left
   padding from a batched prefill, or a slot refilled with a new prompt), so one step serves all of them;
 - `FastDecoder`: takes the model's weights when built (on a CPU as copies split over the threads, or packed by
-  MKL for a decoder of several slots, see `_prepare_weights`: build one per rollout, after any update), embeds
+  MKL for a decoder of several slots on an Intel CPU, see `_prepare_weights` and `packs_by_default`: build one per
+  rollout, after any update), embeds
   the `[S]` last tokens, runs the layers with rotary positions from a table (computed as transformers computes
   them), one grouped
   `scaled_dot_product_attention` per layer, and returns `[S, V]` float32 logits. Only the attended width is
@@ -26,8 +27,10 @@ attends over the whole buffer (fixed shapes) and a failed compile falls back to 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -150,9 +153,10 @@ def _cache_layers(cache):
 class FastDecoder:
     """One decoding step of an `AudioReasoner`'s Qwen2 decoder over a `StaticKV` (see the module docstring)."""
 
-    def __init__(self, model, rows: int = 1):
-        """`rows`: the slots its steps feed (a `StaticKV`'s `S`); above one, on a CPU with MKL, the matrices are
-        packed for that many rows (`_prepare_weights`; a step of another height is still exact, only slower)."""
+    def __init__(self, model, rows: int = 1, pack: bool | None = None):
+        """`rows`: the slots its steps feed (a `StaticKV`'s `S`). `pack`: multiply by matrices MKL packed for that
+        many rows (`_prepare_weights`; a step of another height is still exact, only slower); None: where it was
+        measured to pay, above one row on an Intel CPU (`packs_by_default`)."""
         if not supports_fast_path(model):
             raise ValueError("this model is not covered by the fast decode path (see supports_fast_path)")
         self.model = model
@@ -160,7 +164,11 @@ class FastDecoder:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
-        self.weights = _prepare_weights(model, rows)
+        if pack is None:
+            pack = rows > 1 and packs_by_default(model.lm_head.weight)
+        elif pack and not _can_pack(model.lm_head.weight):
+            raise ValueError("pack=True needs float32 weights on a CPU and a torch build with MKL")
+        self.weights = _prepare_weights(model, rows if pack else 1)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._compiled = None
 
@@ -231,10 +239,11 @@ def _prepare_weights(model, rows: int = 1) -> tuple:
     1.3-1.6x faster on the EPYC (`benchmarks/RESULTS.md`). These are copies of the parameters, made once per
     decoder (one rollout call, or one server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
 
-    For steps of `rows` > 1 rows on a CPU with MKL (`_can_pack`) every matrix is `_Packed` for that many rows:
-    there a product `[S, in] @ [in, out]` over weights streamed from memory runs far below the bandwidth a mat-vec
-    reaches, and MKL's packed layout (`cblas_sgemm_pack`, what inductor uses for float32 linears on a CPU) is read
-    in the order its kernel consumes it: 1.26x per decoding step at 8 rows on a 2-core Xeon; no gain at one row.
+    With `rows` > 1 (`FastDecoder` passes it where it packs: `packs_by_default`) every matrix is `_Packed` for
+    that many rows: on a Xeon a product `[S, in] @ [in, out]` over weights streamed from memory runs far below the
+    bandwidth a mat-vec reaches, and MKL's packed layout (`cblas_sgemm_pack`, what inductor uses for float32
+    linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at 8 rows on a 2-core
+    Xeon; no gain at one row; 0.70x at 8 rows on an AMD EPYC, where the split matrices are kept.
     MKL's packed buffers are larger than the matrices (1.7-6x for these shapes); the fused `[out, in]` matrices
     are kept beside them, the others stay views of the parameters.
     """
@@ -275,6 +284,27 @@ def _can_pack(weight: torch.Tensor) -> bool:
     are float32 on a CPU."""
     return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
             and hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
+
+
+@functools.cache
+def _cpu_vendor() -> str:
+    """The CPU's vendor id as Linux reports it ("GenuineIntel", "AuthenticAMD"), "" where it cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def packs_by_default(weight: torch.Tensor) -> bool:
+    """Whether a decoder for several rows packs its matrices unless told (`FastDecoder`'s `pack=None`): where MKL
+    can (`_can_pack`) and the CPU is Intel's. Measured at 8 rows (benchmarks/RESULTS.md): on a 2-core Xeon the
+    packed step is 1.26x the split one; on a 2-core AMD EPYC (Zen 5) it is 0.70x (12.1 against 8.4 ms), MKL's
+    packed kernels being tuned for Intel's. A fixed rule per CPU, not a timing, so the sampled tokens do not
+    depend on a measurement."""
+    return _can_pack(weight) and _cpu_vendor() == "GenuineIntel"
 
 
 def _matmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,7 +21,8 @@ from mgrd.models import build_model
 from mgrd.models.presets import tiny
 from mgrd.rollout import response_logprobs, rollout, stream_tokens
 from mgrd.rollout.engine import audio_ids, resolve_stop_ids
-from mgrd.rollout.fast import FastDecoder, StaticKV, _can_pack, _Packed, supports_fast_path
+from mgrd.rollout import fast as fast_module
+from mgrd.rollout.fast import FastDecoder, StaticKV, _can_pack, _Packed, packs_by_default, supports_fast_path
 from mgrd.rollout.slots import slot_rollout
 
 GREEDY = SamplingConfig(max_new_tokens=12, temperature=0)
@@ -72,7 +73,7 @@ def test_lean_step_equals_the_forward(biased, prompts, packed):
                 use_cache=True, logits_to_keep=1)
     kv = StaticKV.allocate(len(prompts), batch.input_ids.shape[1] + 10, model)
     kv.load(list(range(len(prompts))), out.cache, list(range(len(prompts))), batch.attention_mask)
-    decoder = FastDecoder(model, rows=len(prompts) if packed else 1)
+    decoder = FastDecoder(model, rows=len(prompts), pack=packed)
     assert isinstance(decoder.weights[2], _Packed) == packed
     cache, mask, pos = out.cache, batch.attention_mask, batch.position_ids[:, -1:]
     token = out.logits[:, -1].argmax(-1)
@@ -100,8 +101,20 @@ def test_packed_matrices_serve_a_step_of_another_height(biased, prompts):
     for rows in (1, 4):
         kv = StaticKV.allocate(len(prompts), batch.input_ids.shape[1] + 4, model)
         kv.load(list(range(len(prompts))), out.cache, list(range(len(prompts))), batch.attention_mask)
-        logits.append(FastDecoder(model, rows=rows).step(kv, out.logits[:, -1].argmax(-1)))
+        logits.append(FastDecoder(model, rows=rows, pack=rows > 1).step(kv, out.logits[:, -1].argmax(-1)))
     torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_packing_is_chosen_by_cpu_and_rows(model, monkeypatch):
+    """A decoder of several rows packs by default only on an Intel CPU with MKL (measured to pay there, to lose on
+    an AMD EPYC); one row never does; `pack=True` on weights MKL cannot pack is a clear error."""
+    for vendor, expected in (("GenuineIntel", _can_pack(model.lm_head.weight)), ("AuthenticAMD", False), ("", False)):
+        monkeypatch.setattr(fast_module, "_cpu_vendor", lambda vendor=vendor: vendor)
+        assert packs_by_default(model.lm_head.weight) == expected
+        assert isinstance(FastDecoder(model, rows=4).weights[2], _Packed) == expected
+        assert not isinstance(FastDecoder(model, rows=1).weights[2], _Packed)
+    with pytest.raises(ValueError, match="pack=True"):
+        FastDecoder(copy.deepcopy(model).to(torch.bfloat16), rows=4, pack=True)
 
 
 @pytest.mark.parametrize("cfg", [GREEDY, dataclasses.replace(GREEDY, repetition_penalty=1.3)], ids=["plain", "pen"])
