@@ -40,6 +40,11 @@ VARIANTS = {
     "pool_rl40": ["filters.claim_tolerance_by_iteration=[4.0, 2.0, 1.0]", "data.synth_pool=1200",
                   "rl.overrides=[run.max_steps=40, run.save_every=20, run.tensorboard=false, algo.prompts_per_step=8, "
                   "sampling.max_new_tokens=96, optim.lr=5.0e-5]"],
+    # the recipe levers K and band (RESULTS: "K and the band"): 16 samples per question, the band scaled
+    # with it (6-12 of 16); and a wider band (1-7 of 8) that sends the hard items to RL too
+    "k16": ["filters.claim_tolerance_by_iteration=[4.0, 2.0, 1.0]", "select.samples_per_item=16",
+            "select.band_low=6", "select.band_high=12"],
+    "band_wide": ["filters.claim_tolerance_by_iteration=[4.0, 2.0, 1.0]", "select.band_low=1", "select.band_high=7"],
 }
 DEFAULT_VARIANTS = ["x4", "x2", "x4_x2_x1", "x4_replay"]
 
