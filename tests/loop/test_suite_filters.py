@@ -53,7 +53,7 @@ def test_grounded_pass_perturbed_and_substitute_chains_fail_with_meta():
         print(f"{name:18s} {c['n']:4d} {_rate(c, 'grounded_pass'):14.3f} {_rate(c, 'perturbed_caught'):17.3f} "
               f"{_rate(c, 'substitute_fail'):16.3f}")
     total = counts["all"]
-    assert total["n"] >= 300
+    assert total["n"] == 20 * len(PERCEPTION_FAMILIES) >= 260  # 13 families, 15 with espeak-ng (the speech ones)
     assert _rate(total, "grounded_pass") == 1.0
     assert _rate(total, "perturbed_caught") >= 0.98
     assert _rate(total, "substitute_fail") == 1.0
