@@ -168,7 +168,7 @@ class FastDecoder:
             pack = rows > 1 and packs_by_default(model.lm_head.weight)
         elif pack and not _can_pack(model.lm_head.weight):
             raise ValueError("pack=True needs float32 weights on a CPU and a torch build with MKL")
-        self.weights = _prepare_weights(model, rows if pack else 1)
+        self.weights = _prepare_weights(model, packed_rows=rows if pack else 0)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._compiled = None
 
@@ -228,7 +228,7 @@ class FastDecoder:
         return True
 
 
-def _prepare_weights(model, rows: int = 1) -> tuple:
+def _prepare_weights(model, packed_rows: int = 0) -> tuple:
     """The decoder's weights as a step multiplies them (`_matmul`): `(embedding, final norm, lm_head, layers)`,
     each layer `(norm 1, W_qkv, b_qkv, W_o, norm 2, W_gate_up, W_down)`, with q/k/v and gate/up each fused into one
     matrix (fewer, larger products).
@@ -239,8 +239,8 @@ def _prepare_weights(model, rows: int = 1) -> tuple:
     1.3-1.6x faster on the EPYC (`benchmarks/RESULTS.md`). These are copies of the parameters, made once per
     decoder (one rollout call, or one server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
 
-    With `rows` > 1 (`FastDecoder` passes it where it packs: `packs_by_default`) every matrix is `_Packed` for
-    that many rows: on a Xeon a product `[S, in] @ [in, out]` over weights streamed from memory runs far below the
+    With `packed_rows` > 0 (`FastDecoder` passes its rows where it packs: `packs_by_default`) every matrix is
+    `_Packed` for that many rows: on a Xeon a product `[S, in] @ [in, out]` over weights streamed from memory runs far below the
     bandwidth a mat-vec reaches, and MKL's packed layout (`cblas_sgemm_pack`, what inductor uses for float32
     linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at 8 rows on a 2-core
     Xeon; no gain at one row; 0.70x at 8 rows on an AMD EPYC, where the split matrices are kept.
@@ -249,12 +249,12 @@ def _prepare_weights(model, rows: int = 1) -> tuple:
     """
     device = model.lm_head.weight.device
     parts = torch.get_num_threads() if device.type == "cpu" else 1
-    pack = rows > 1 and _can_pack(model.lm_head.weight)
+    pack = packed_rows > 0
 
     def mat(*ws: torch.Tensor) -> torch.Tensor | _Packed:
         if pack:
             weight = torch.cat([w.detach() for w in ws]) if len(ws) > 1 else ws[0].detach()  # [out, in]
-            return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, rows), weight, rows)
+            return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, packed_rows), weight, packed_rows)
         wt = torch.cat([w.detach() for w in ws]).t() if len(ws) > 1 else ws[0].detach().t()  # [in, out]
         if parts == 1 or wt.shape[1] % parts:
             return wt.contiguous() if device.type == "cpu" else wt
