@@ -242,8 +242,8 @@ def _prepare_weights(model, packed_rows: int = 0) -> tuple:
     With `packed_rows` > 0 (`FastDecoder` passes its rows where it packs: `packs_by_default`) every matrix is
     `_Packed` for that many rows: on a Xeon a product `[S, in] @ [in, out]` over weights streamed from memory
     runs far below the bandwidth a mat-vec reaches, and MKL's packed layout (`cblas_sgemm_pack`, what inductor
-    uses for float32 linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at 8 rows on a 2-core
-    Xeon; no gain at one row; 0.70x at 8 rows on an AMD EPYC, where the split matrices are kept.
+    uses for float32 linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at 8
+    rows on a 2-core Xeon; no gain at one row; 0.70x at 8 rows on an AMD EPYC, where the split matrices are kept.
     MKL's packed buffers are larger than the matrices (1.7-6x for these shapes); the fused `[out, in]` matrices
     are kept beside them, the others stay views of the parameters.
     """
