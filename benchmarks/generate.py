@@ -12,7 +12,9 @@
    (every layer and `lm_head`; the embedding reads one row) over the fastest read of a large fp32 matrix (a
    mat-vec, the mat-vec split over the threads, a sum: `measure_bandwidth`), and the fraction of it each cached
    path reaches per decoding step (step time = the difference between a `--new-tokens` run and a 16-token run,
-   over the extra tokens, so prefill drops out).
+   over the extra tokens, so prefill drops out). Then the fast path's step alone (no sampling, no loop) for each
+   matrix layout of `mgrd.rollout.fast` this machine runs (split, MKL-packed, oneDNN-packed), and which one the
+   fast path takes here by default.
 2. Rollouts with mixed stop lengths (`--rollout`): K = 8 samples of 8 prompts (temperature 1) on 16 slots, the
    stop ids a fixed set of tokens that ends a row at each step with probability about 1/128 (lengths spread
    from a few tokens to the 384-token budget), continuous refill against static waves of 16 rows; useful
@@ -45,6 +47,7 @@ from mgrd.audio import audio_token_count, log_mel, pad_mels
 from mgrd.generate import Prompt, SamplingConfig, decode_text, generate, text_deltas
 from mgrd.models import AudioEncoderConfig, ModelConfig, SpecialTokenIds, build_model
 from mgrd.rollout import rollout
+from mgrd.rollout.fast import LAYOUTS, FastDecoder, StaticKV, _can_pack, default_layout
 
 VOCAB = 8192
 AUDIO_IDS = SpecialTokenIds(audio_start=VOCAB - 3, audio_end=VOCAB - 2, audio_patch=VOCAB - 1)
@@ -189,6 +192,26 @@ def bench_decoding(model, batch: int, new_tokens: int, repeats: int, clip_second
     )
 
 
+@torch.no_grad()
+def bench_layouts(model, rows: int, steps: int, repeats: int, context: int = 140) -> dict[str, float]:
+    """Milliseconds per `FastDecoder.step` alone (no sampling, no loop) for each matrix layout this machine can
+    run (`mgrd.rollout.fast.LAYOUTS`), `rows` slots attending to `context` columns; variants in turn per round,
+    the median of `repeats` rounds of `steps` steps."""
+    weight = model.lm_head.weight
+    layouts = [name for name in LAYOUTS if name == "split" or _can_pack(weight, name)]
+    kv = StaticKV.allocate(rows, context + steps + 1, model)
+    tokens = torch.zeros(rows, dtype=torch.long)
+
+    def run(decoder):
+        kv.valid[:, :context] = True
+        kv.length[:], kv.position[:], kv.host_length = context, context, [context] * rows
+        for _ in range(steps):
+            decoder.step(kv, tokens)
+
+    fns = {name: functools.partial(run, FastDecoder(model, rows=rows, layout=name)) for name in layouts}
+    return {name: 1e3 * t / steps for name, (t, _) in median_times(fns, repeats).items()}
+
+
 def mixed_stop_config(max_new_tokens: int, share: float = 1 / 128, seed: int = 0) -> SamplingConfig:
     """Sampling (temperature 1) whose stop ids are a random `share` of the text vocabulary: a random model's
     near-flat distribution then ends a row at each step with probability about `share`, so lengths spread from
@@ -307,6 +330,13 @@ def print_decoding(model, args, new_tokens: int, repeats: int) -> None:
               f"{tps['official']:.1f} | {r['vs_official']:.1f}x | {r['vs_cache']:.2f}x | {ms['fast']:.2f} ms "
               f"({roofline_ms / ms['fast']:.0%}) | {ms['cache']:.2f} ms ({roofline_ms / ms['cache']:.0%}) | "
               f"{'yes' if r['same_tokens'] else 'no'} |", flush=True)
+    weight = model.lm_head.weight
+    print("\n| batch | the step alone, by matrix layout (ms per step, roofline fraction) | default here |")
+    print("|---:|---|---|")
+    for batch in args.batches:
+        steps = bench_layouts(model, batch, 32 if args.quick else 200, repeats)
+        cells = ", ".join(f"{name} {ms:.2f} ({roofline_ms / ms:.0%})" for name, ms in steps.items())
+        print(f"| {batch} | {cells} | {default_layout(weight, batch)} |", flush=True)
 
 
 def print_rollout(model, repeats: int, quick: bool) -> None:

@@ -9,12 +9,10 @@ gets there with a few ops per layer over fixed buffers:
   column (`length`), with a `valid` key mask per slot; slots may hold sequences of different lengths (left
   padding from a batched prefill, or a slot refilled with a new prompt), so one step serves all of them;
 - `FastDecoder`: takes the model's weights when built (on a CPU as copies split over the threads, or packed by
-  MKL for a decoder of several slots on an Intel CPU, see `_prepare_weights` and `packs_by_default`: build one per
-  rollout, after any update), embeds
-  the `[S]` last tokens, runs the layers with rotary positions from a table (computed as transformers computes
-  them), one grouped
-  `scaled_dot_product_attention` per layer, and returns `[S, V]` float32 logits. Only the attended width is
-  read; it is tracked on the host (no sync).
+  oneDNN or MKL, per CPU and row count: see `_prepare_weights` and `default_layout`; build one per rollout, after
+  any update), embeds the `[S]` last tokens, runs the layers with rotary positions from a table (computed as
+  transformers computes them), one grouped `scaled_dot_product_attention` per layer, and returns `[S, V]` float32
+  logits. Only the attended width is read; it is tracked on the host (no sync).
 
 The prefill stays on the model's own forward (audio encoding, padding, the checks); its transformers cache is
 copied into slots with `StaticKV.load`. `supports_fast_path` says which models this covers: a plain
@@ -153,10 +151,11 @@ def _cache_layers(cache):
 class FastDecoder:
     """One decoding step of an `AudioReasoner`'s Qwen2 decoder over a `StaticKV` (see the module docstring)."""
 
-    def __init__(self, model, rows: int = 1, pack: bool | None = None):
-        """`rows`: the slots its steps feed (a `StaticKV`'s `S`). `pack`: multiply by matrices MKL packed for that
-        many rows (`_prepare_weights`; a step of another height is still exact, only slower); None: where it was
-        measured to pay, above one row on an Intel CPU (`packs_by_default`)."""
+    def __init__(self, model, rows: int = 1, layout: str | None = None):
+        """`rows`: the slots its steps feed (a `StaticKV`'s `S`). `layout`: how the step multiplies by the matrices,
+        one of `LAYOUTS` (`_prepare_weights`; the packed ones are packed for `rows` rows, and a step of another
+        height is still exact, only slower); None: the one measured to pay on this CPU for that many rows
+        (`default_layout`)."""
         if not supports_fast_path(model):
             raise ValueError("this model is not covered by the fast decode path (see supports_fast_path)")
         self.model = model
@@ -164,11 +163,15 @@ class FastDecoder:
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = cfg.rms_norm_eps
-        if pack is None:
-            pack = rows > 1 and packs_by_default(model.lm_head.weight)
-        elif pack and not _can_pack(model.lm_head.weight):
-            raise ValueError("pack=True needs float32 weights on a CPU and a torch build with MKL")
-        self.weights = _prepare_weights(model, packed_rows=rows if pack else 0)
+        weight = model.lm_head.weight
+        if layout is None:
+            layout = default_layout(weight, rows)
+        elif layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}: one of {', '.join(LAYOUTS)}")
+        elif layout != "split" and not _can_pack(weight, layout):
+            raise ValueError(f"layout={layout!r} needs {_PACK_NEEDS[layout]}")
+        self.layout = layout
+        self.weights = _prepare_weights(model, layout, rows)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._compiled = None
 
@@ -205,8 +208,8 @@ class FastDecoder:
         """Compile the step with `torch.compile` (fixed shapes: every step reads the whole buffer; CUDA graphs
         on a GPU with inductor); returns whether it compiled. The first call compiles; a failure there falls back
         to the eager step with a warning."""
-        if isinstance(self.weights[2], _Packed):  # the compiled step multiplies the plain matrices
-            self.weights = _prepare_weights(self.model)
+        if self.layout != "split":  # the compiled step multiplies the plain matrices
+            self.weights, self.layout = _prepare_weights(self.model), "split"
         try:
             cuda = self.model.lm_head.weight.is_cuda and backend == "inductor"
             compiled = torch.compile(_decode_step, backend=backend, mode="reduce-overhead" if cuda else None,
@@ -228,33 +231,40 @@ class FastDecoder:
         return True
 
 
-def _prepare_weights(model, packed_rows: int = 0) -> tuple:
+LAYOUTS = ("split", "mkl", "onednn")
+_PACK_NEEDS = {"mkl": "float32 weights on a CPU and a torch build with MKL",
+               "onednn": "float32 or bfloat16 weights on a CPU and a torch build with oneDNN (mkldnn)"}
+
+
+def _prepare_weights(model, layout: str = "split", rows: int = 1) -> tuple:
     """The decoder's weights as a step multiplies them (`_matmul`): `(embedding, final norm, lm_head, layers)`,
     each layer `(norm 1, W_qkv, b_qkv, W_o, norm 2, W_gate_up, W_down)`, with q/k/v and gate/up each fused into one
-    matrix (fewer, larger products).
+    matrix (fewer, larger products). `layout` (one of `LAYOUTS`, chosen by `FastDecoder`):
 
-    For steps of one row every matrix is `[in, out]` (`x @ W`). On a CPU with n > 1 torch threads each is split by
-    output columns into n parts `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread
-    over the threads, but a batched product of n parts runs one part per thread, which reads the weights about
-    1.3-1.6x faster on the EPYC (`benchmarks/RESULTS.md`). These are copies of the parameters, made once per
-    decoder (one rollout call, or one server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
-
-    With `packed_rows` > 0 (`FastDecoder` passes its rows where it packs: `packs_by_default`) every matrix is
-    `_Packed` for that many rows: on a Xeon a product `[S, in] @ [in, out]` over weights streamed from memory
-    runs far below the bandwidth a mat-vec reaches, and MKL's packed layout (`cblas_sgemm_pack`, what inductor
-    uses for float32 linears on a CPU) is read in the order its kernel consumes it: 1.26x per decoding step at 8
-    rows on a 2-core Xeon; no gain at one row; 0.70x at 8 rows on an AMD EPYC, where the split matrices are kept.
-    MKL's packed buffers are larger than the matrices (1.7-6x for these shapes); the fused `[out, in]` matrices
-    are kept beside them, the others stay views of the parameters.
+    - "split": every matrix `[in, out]` (`x @ W`). On a CPU with n > 1 torch threads each is split by output
+      columns into n parts `[n, in, out / n]`: a decoding step's mat-vecs are too small for the BLAS to spread over
+      the threads, but a batched product of n parts runs one part per thread, which reads the weights about
+      1.3-1.6x faster on the EPYC (`benchmarks/RESULTS.md`). Copies of the parameters, made once per decoder (one
+      rollout call, or one server); only `o_proj`, `down_proj` and `lm_head` stay views of them on a GPU.
+    - "mkl": `_Packed` by MKL for `rows` rows (`cblas_sgemm_pack`, what inductor uses for float32 linears on a
+      CPU), read in the order its kernel consumes them: on a Xeon a product `[S, in] @ [in, out]` over weights
+      streamed from memory runs far below the bandwidth a mat-vec reaches; packed, 1.26x per decoding step at 8
+      rows on a 2-core Xeon, 0.70x on an AMD EPYC. MKL's buffers are larger than the matrices (1.7-6x for these
+      shapes); the fused `[out, in]` matrices are kept beside them (MKL multiplies other heights by those).
+    - "onednn": `_Packed` by oneDNN for `rows` rows (the blocked layout of `mkldnn._reorder_linear_weight`, what
+      inductor uses for bfloat16 linears), multiplied by its own kernels, which spread a product of any height
+      over the threads: on a 2-core AMD EPYC (Zen 5) the products of a step read 1.05x faster than split at one
+      row and 2.2x at 8 rows (the whole step 1.7x).
     """
     device = model.lm_head.weight.device
     parts = torch.get_num_threads() if device.type == "cpu" else 1
-    pack = packed_rows > 0
 
     def mat(*ws: torch.Tensor) -> torch.Tensor | _Packed:
-        if pack:
+        if layout != "split":
             weight = torch.cat([w.detach() for w in ws]) if len(ws) > 1 else ws[0].detach()  # [out, in]
-            return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, packed_rows), weight, packed_rows)
+            if layout == "mkl":
+                return _Packed(torch.ops.mkl._mkl_reorder_linear_weight(weight, rows), weight, rows, layout)
+            return _Packed(torch.ops.mkldnn._reorder_linear_weight(weight, rows), None, rows, layout)
         wt = torch.cat([w.detach() for w in ws]).t() if len(ws) > 1 else ws[0].detach().t()  # [in, out]
         if parts == 1 or wt.shape[1] % parts:
             return wt.contiguous() if device.type == "cpu" else wt
@@ -271,19 +281,26 @@ def _prepare_weights(model, packed_rows: int = 0) -> tuple:
 
 
 class _Packed(NamedTuple):
-    """A matrix packed by MKL for products with inputs of `rows` rows (`_prepare_weights`). `weight` is the same
-    matrix `[out, in]` (contiguous), which MKL multiplies inputs of other heights by."""
+    """A matrix packed for products with inputs of `rows` rows by `kind` ("mkl" or "onednn", `_prepare_weights`).
+    `weight` is the same matrix `[out, in]` (contiguous) for MKL, which multiplies inputs of other heights by it;
+    None for oneDNN, whose packed matrix serves any height."""
 
     packed: torch.Tensor
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     rows: int
+    kind: str
 
 
-def _can_pack(weight: torch.Tensor) -> bool:
-    """MKL's packed products are there (a CPU build with MKL) and the decoder's weights (`weight`, one of them)
-    are float32 on a CPU."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
-            and hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
+def _can_pack(weight: torch.Tensor, kind: str = "mkl") -> bool:
+    """The library's packed products are in this torch build (MKL, or oneDNN) and the decoder's weights (`weight`,
+    one of them) are on a CPU in a dtype it packs (MKL: float32; oneDNN: float32 or bfloat16)."""
+    if weight.device.type != "cpu":
+        return False
+    if kind == "mkl":
+        return (weight.dtype == torch.float32 and torch.backends.mkl.is_available()
+                and hasattr(torch.ops.mkl, "_mkl_linear") and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
+    return (weight.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
 @functools.cache
@@ -298,20 +315,27 @@ def _cpu_vendor() -> str:
     return ""
 
 
-def packs_by_default(weight: torch.Tensor) -> bool:
-    """Whether a decoder for several rows packs its matrices unless told (`FastDecoder`'s `pack=None`): where MKL
-    can (`_can_pack`) and the CPU is Intel's. Measured at 8 rows (benchmarks/RESULTS.md): on a 2-core Xeon the
-    packed step is 1.26x the split one; on a 2-core AMD EPYC (Zen 5) it is 0.70x (12.1 against 8.4 ms), MKL's
-    packed kernels being tuned for Intel's. A fixed rule per CPU, not a timing, so the sampled tokens do not
-    depend on a measurement."""
-    return _can_pack(weight) and _cpu_vendor() == "GenuineIntel"
+def default_layout(weight: torch.Tensor, rows: int) -> str:
+    """The matrix layout a decoder for `rows` rows uses unless told (`FastDecoder`'s `layout=None`), by what was
+    measured per CPU (benchmarks/RESULTS.md): on an AMD CPU, oneDNN's (a 2-core EPYC, Zen 5: step 1.7x split at 8
+    rows, 1.03x at one row; MKL's packing there 0.70x); on an Intel CPU, MKL's packing above one row (a 2-core Xeon:
+    1.26x split at 8 rows; no gain at one row; oneDNN not measured there); split otherwise (and on a GPU). A fixed
+    rule per CPU, not a timing, so the sampled tokens do not depend on a measurement."""
+    vendor = _cpu_vendor()
+    if vendor == "AuthenticAMD" and _can_pack(weight, "onednn"):
+        return "onednn"
+    if vendor == "GenuineIntel" and rows > 1 and _can_pack(weight, "mkl"):
+        return "mkl"
+    return "split"
 
 
 def _matmul(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`x @ W (+ bias)` for `[S, in]` x and a `_prepare_weights` matrix (`[in, out]`, or `[n, in, out / n]`) or
     a `_Packed` one."""
     if isinstance(w, _Packed):
-        return torch.ops.mkl._mkl_linear(x, w.packed, w.weight, bias, w.rows)
+        if w.kind == "mkl":
+            return torch.ops.mkl._mkl_linear(x, w.packed, w.weight, bias, w.rows)
+        return torch.ops.mkldnn._linear_pointwise(x, w.packed, bias, "none", [None], "")
     if w.dim() == 2:
         return x @ w if bias is None else torch.addmm(bias, x, w)
     parts = x.expand(w.shape[0], *x.shape)

@@ -22,7 +22,7 @@ from mgrd.models.presets import tiny
 from mgrd.rollout import response_logprobs, rollout, stream_tokens
 from mgrd.rollout.engine import audio_ids, resolve_stop_ids
 from mgrd.rollout import fast as fast_module
-from mgrd.rollout.fast import FastDecoder, StaticKV, _can_pack, _Packed, packs_by_default, supports_fast_path
+from mgrd.rollout.fast import LAYOUTS, FastDecoder, StaticKV, _can_pack, _Packed, default_layout, supports_fast_path
 from mgrd.rollout.slots import slot_rollout
 
 GREEDY = SamplingConfig(max_new_tokens=12, temperature=0)
@@ -61,20 +61,20 @@ def stop_set(model, prompts, cfg) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("packed", [False, True], ids=["split", "mkl-packed"])
-def test_lean_step_equals_the_forward(biased, prompts, packed):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lean_step_equals_the_forward(biased, prompts, layout):
     """Left-padded batch with audio: at every step the lean step's logits equal the transformers-cache forward,
-    with the matrices as split copies or packed by MKL for the batch's rows."""
+    with the matrices as split copies or packed by MKL or oneDNN for the batch's rows."""
     model = biased
-    if packed and not _can_pack(model.lm_head.weight):
-        pytest.skip("this torch build has no MKL packed products")
+    if layout != "split" and not _can_pack(model.lm_head.weight, layout):
+        pytest.skip(f"this torch build has no {layout} packed products")
     batch = collate_prompts(prompts, 0)
     out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens, position_ids=batch.position_ids,
                 use_cache=True, logits_to_keep=1)
     kv = StaticKV.allocate(len(prompts), batch.input_ids.shape[1] + 10, model)
     kv.load(list(range(len(prompts))), out.cache, list(range(len(prompts))), batch.attention_mask)
-    decoder = FastDecoder(model, rows=len(prompts), pack=packed)
-    assert isinstance(decoder.weights[2], _Packed) == packed
+    decoder = FastDecoder(model, rows=len(prompts), layout=layout)
+    assert isinstance(decoder.weights[2], _Packed) == (layout != "split")
     cache, mask, pos = out.cache, batch.attention_mask, batch.position_ids[:, -1:]
     token = out.logits[:, -1].argmax(-1)
     for _ in range(8):
@@ -88,33 +88,43 @@ def test_lean_step_equals_the_forward(biased, prompts, packed):
 
 
 @torch.no_grad()
-def test_packed_matrices_serve_a_step_of_another_height(biased, prompts):
-    """A decoder packed for 4 rows run on 6 (MKL multiplies by the kept `[out, in]` matrices): the same logits as
-    the split decoder's."""
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+def test_packed_matrices_serve_a_step_of_another_height(biased, prompts, layout):
+    """A decoder packed for 4 rows run on 6 (MKL multiplies by the kept `[out, in]` matrices, oneDNN by its packed
+    ones): the same logits as the split decoder's."""
     model = biased
-    if not _can_pack(model.lm_head.weight):
-        pytest.skip("this torch build has no MKL packed products")
+    if not _can_pack(model.lm_head.weight, layout):
+        pytest.skip(f"this torch build has no {layout} packed products")
     batch = collate_prompts(prompts, 0)
     out = model(batch.input_ids, batch.attention_mask, batch.mels, batch.mel_lens, position_ids=batch.position_ids,
                 use_cache=True, logits_to_keep=1)
     logits = []
-    for rows in (1, 4):
+    for rows, chosen in ((1, "split"), (4, layout)):
         kv = StaticKV.allocate(len(prompts), batch.input_ids.shape[1] + 4, model)
         kv.load(list(range(len(prompts))), out.cache, list(range(len(prompts))), batch.attention_mask)
-        logits.append(FastDecoder(model, rows=rows, pack=rows > 1).step(kv, out.logits[:, -1].argmax(-1)))
+        logits.append(FastDecoder(model, rows=rows, layout=chosen).step(kv, out.logits[:, -1].argmax(-1)))
     torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
 
 
-def test_packing_is_chosen_by_cpu_and_rows(model, monkeypatch):
-    """A decoder of several rows packs by default only on an Intel CPU with MKL (measured to pay there, to lose on
-    an AMD EPYC); one row never does; `pack=True` on weights MKL cannot pack is a clear error."""
-    for vendor, expected in (("GenuineIntel", _can_pack(model.lm_head.weight)), ("AuthenticAMD", False), ("", False)):
+def test_layout_is_chosen_by_cpu_and_rows(model, monkeypatch):
+    """Unless told, a decoder packs with oneDNN on an AMD CPU (any rows), with MKL on an Intel CPU above one row,
+    and keeps split matrices otherwise (measured per CPU, benchmarks/RESULTS.md); a library that cannot pack the
+    weights, or a layout that does not exist, is a clear error."""
+    weight = model.lm_head.weight
+    onednn = "onednn" if _can_pack(weight, "onednn") else "split"
+    mkl = "mkl" if _can_pack(weight, "mkl") else "split"
+    cases = {"AuthenticAMD": (onednn, onednn), "GenuineIntel": ("split", mkl), "": ("split", "split")}
+    for vendor, (one_row, four_rows) in cases.items():
         monkeypatch.setattr(fast_module, "_cpu_vendor", lambda vendor=vendor: vendor)
-        assert packs_by_default(model.lm_head.weight) == expected
-        assert isinstance(FastDecoder(model, rows=4).weights[2], _Packed) == expected
-        assert not isinstance(FastDecoder(model, rows=1).weights[2], _Packed)
-    with pytest.raises(ValueError, match="pack=True"):
-        FastDecoder(copy.deepcopy(model).to(torch.bfloat16), rows=4, pack=True)
+        assert (default_layout(weight, 1), default_layout(weight, 4)) == (one_row, four_rows)
+        assert FastDecoder(model, rows=1).layout == one_row
+        decoder = FastDecoder(model, rows=4)
+        assert decoder.layout == four_rows
+        assert isinstance(decoder.weights[2], _Packed) == (four_rows != "split")
+    with pytest.raises(ValueError, match="layout='mkl' needs float32"):
+        FastDecoder(copy.deepcopy(model).to(torch.bfloat16), rows=4, layout="mkl")
+    with pytest.raises(ValueError, match="unknown layout 'packed'"):
+        FastDecoder(model, rows=4, layout="packed")
 
 
 @pytest.mark.parametrize("cfg", [GREEDY, dataclasses.replace(GREEDY, repetition_penalty=1.3)], ids=["plain", "pen"])
