@@ -107,13 +107,13 @@ def test_packed_matrices_serve_a_step_of_another_height(biased, prompts, layout)
 
 
 def test_layout_is_chosen_by_cpu_and_rows(model, monkeypatch):
-    """Unless told, a decoder packs with oneDNN on an AMD CPU (any rows), with MKL on an Intel CPU above one row,
-    and keeps split matrices otherwise (measured per CPU, benchmarks/RESULTS.md); a library that cannot pack the
-    weights, or a layout that does not exist, is a clear error."""
+    """Unless told, a decoder of one row keeps split matrices; above one row it packs with oneDNN on an AMD CPU,
+    with MKL on an Intel CPU, and keeps split matrices otherwise (measured per CPU, benchmarks/RESULTS.md); a
+    library that cannot pack the weights, or a layout that does not exist, is a clear error."""
     weight = model.lm_head.weight
     onednn = "onednn" if _can_pack(weight, "onednn") else "split"
     mkl = "mkl" if _can_pack(weight, "mkl") else "split"
-    cases = {"AuthenticAMD": (onednn, onednn), "GenuineIntel": ("split", mkl), "": ("split", "split")}
+    cases = {"AuthenticAMD": ("split", onednn), "GenuineIntel": ("split", mkl), "": ("split", "split")}
     for vendor, (one_row, four_rows) in cases.items():
         monkeypatch.setattr(fast_module, "_cpu_vendor", lambda vendor=vendor: vendor)
         assert (default_layout(weight, 1), default_layout(weight, 4)) == (one_row, four_rows)
