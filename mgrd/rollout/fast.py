@@ -254,7 +254,7 @@ def _prepare_weights(model, layout: str = "split", rows: int = 1) -> tuple:
     - "onednn": `_Packed` by oneDNN for `rows` rows (the blocked layout of `mkldnn._reorder_linear_weight`, what
       inductor uses for bfloat16 linears), multiplied by its own kernels, which spread a product of any height
       over the threads: on a 2-core AMD EPYC (Zen 5) the products of a step at 8 rows run 2.2x faster than split
-      (the whole step 1.7x); at one row within +-5 % of split.
+      (the whole step 1.6-1.8x); at one row within +-5 % of split.
     """
     device = model.lm_head.weight.device
     parts = torch.get_num_threads() if device.type == "cpu" else 1
@@ -319,7 +319,7 @@ def default_layout(weight: torch.Tensor, rows: int) -> str:
     """The matrix layout a decoder for `rows` rows uses unless told (`FastDecoder`'s `layout=None`), by what was
     measured per CPU (benchmarks/RESULTS.md): split at one row (packing gains nothing there: a 2-core Xeon, MKL;
     a 2-core AMD EPYC, oneDNN within +-5 %); above one row, oneDNN's packing on an AMD CPU (the EPYC, Zen 5: the
-    step 1.7x split at 8 rows, where MKL's packing is 0.70x) and MKL's on an Intel CPU (the Xeon: 1.26x split at 8
+    step 1.6-1.8x split at 8 rows, where MKL's packing is 0.70x) and MKL's on an Intel CPU (the Xeon: 1.26x split at 8
     rows; oneDNN not measured there); split otherwise (and on a GPU). A fixed rule per CPU, not a timing, so the
     sampled tokens do not depend on a measurement."""
     if rows == 1:
