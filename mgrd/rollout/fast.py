@@ -291,7 +291,7 @@ class _Packed(NamedTuple):
     kind: str
 
 
-def _can_pack(weight: torch.Tensor, kind: str = "mkl") -> bool:
+def _can_pack(weight: torch.Tensor, kind: str) -> bool:
     """The library's packed products are in this torch build (MKL, or oneDNN) and the decoder's weights (`weight`,
     one of them) are on a CPU in a dtype it packs (MKL: float32; oneDNN: float32 or bfloat16)."""
     if weight.device.type != "cpu":
